@@ -1,0 +1,55 @@
+# unet-tf: `make help` lists the targets. `make report` and `make test` set everything up themselves.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON_SYSTEM ?= python3
+VENV := .venv
+PYTHON := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+PROFILE ?= full
+
+.PHONY: help setup data test lint format bench report clean distclean
+
+help: ## Show this help.
+	@echo "unet-tf: U-Net nucleus segmentation on DSB2018. Targets:"
+	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | \
+		awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}'
+	@echo "Environment: UNET_TF_DSB2018_SOURCE (folder with the Kaggle zips), UNET_TF_DATA_DIR."
+
+setup: $(STAMP) ## Create .venv and install the pinned requirements (re-runs only when they change).
+
+$(STAMP): requirements.txt pyproject.toml
+	test -x $(PYTHON) || $(PYTHON_SYSTEM) -m venv $(VENV)
+	$(PYTHON) -m pip install --upgrade pip
+	$(PYTHON) -m pip install -r requirements.txt
+	$(PYTHON) -m pip install --no-deps -e .
+	touch $(STAMP)
+
+data: ## Unpack DSB2018 into data/raw/ (local zips, else the official download).
+	$(PYTHON_SYSTEM) -m unet_tf.fetch
+
+test: setup data ## Run the test suite (fast, synthetic data plus checks of the real data).
+	$(PYTHON) -m pytest
+
+lint: setup ## Check code style with ruff.
+	$(PYTHON) -m ruff check .
+	$(PYTHON) -m ruff format --check .
+
+format: setup ## Reformat the code with ruff.
+	$(PYTHON) -m ruff format .
+	$(PYTHON) -m ruff check --fix .
+
+bench: setup data ## Measure the input pipeline against the training step (benchmarks/).
+	$(PYTHON) benchmarks/pipeline.py
+
+report: setup data ## Run the notebooks into reports/ (PROFILE=full or smoke).
+	@echo "make report: the notebooks are not written yet (see the notebooks issue)." >&2
+	@exit 1
+
+clean: ## Remove caches and generated reports (keeps .venv, data/raw and models/).
+	rm -rf .pytest_cache .ruff_cache build data/interim
+	find . -name __pycache__ -type d -prune -not -path './$(VENV)/*' -exec rm -rf {} +
+	find reports -mindepth 1 -not -name README.md -delete
+
+distclean: clean ## Also remove .venv, data/raw and models/.
+	rm -rf $(VENV) data/raw data/external models

@@ -1,0 +1,52 @@
+"""Shared fixtures: synthetic discs with known answers and Kaggle-layout sample folders."""
+
+import os
+
+# Keep TensorFlow quiet and on the CPU in tests; set before TensorFlow is imported.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
+
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+from PIL import Image  # noqa: E402
+
+
+def disc(shape, centre, radius) -> np.ndarray:
+    """A boolean disc of ``radius`` pixels around ``centre`` (row, column)."""
+    rows, cols = np.ogrid[: shape[0], : shape[1]]
+    return (rows - centre[0]) ** 2 + (cols - centre[1]) ** 2 <= radius**2
+
+
+def disc_labels(shape, discs) -> np.ndarray:
+    """Instance labels 1..N for a list of ``(centre, radius)`` discs (later discs on top)."""
+    labels = np.zeros(shape, np.int32)
+    for value, (centre, radius) in enumerate(discs, start=1):
+        labels[disc(shape, centre, radius)] = value
+    return labels
+
+
+def write_sample(root: Path, image_id: str, image: np.ndarray, masks=()) -> Path:
+    """Write a Kaggle-layout sample folder with ``image`` and one PNG per boolean mask."""
+    sample = root / image_id
+    (sample / "images").mkdir(parents=True)
+    Image.fromarray(image).save(sample / "images" / f"{image_id}.png")
+    if masks is not None:
+        (sample / "masks").mkdir()
+        for index, mask in enumerate(masks):
+            Image.fromarray(mask.astype(np.uint8) * 255).save(sample / "masks" / f"m{index:03d}.png")
+    return sample
+
+
+@pytest.fixture
+def disc_sample(tmp_path):
+    """A 64x80 fluorescence-like RGBA sample with three known discs; returns (folder, labels)."""
+    shape = (64, 80)
+    discs = [((20, 20), 8), ((40, 55), 10), ((50, 15), 5)]
+    labels = disc_labels(shape, discs)
+    image = np.zeros((*shape, 4), np.uint8)
+    image[..., :3] = np.where(labels[..., None] > 0, 200, 10)
+    image[..., 3] = 255
+    masks = [labels == value for value in range(1, len(discs) + 1)]
+    return write_sample(tmp_path / "stage1_train", "sample0", image, masks), labels

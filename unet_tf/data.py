@@ -1,0 +1,514 @@
+"""Readers for the DSB2018 Kaggle layout, the dataset index and the fixed validation split.
+
+The layout is ``<root>/<ImageId>/images/<ImageId>.png`` with, for training images,
+one binary PNG per nucleus in ``<root>/<ImageId>/masks/``.
+
+Decisions about imperfect files, made once here and documented:
+
+* Images of any flavour (grayscale, grayscale + alpha, RGB, RGBA, palette; 8 or 16 bit)
+  become float32 arrays in [0, 1] with a fixed channel count. The alpha channel is dropped
+  (it is fully opaque throughout DSB2018); grayscale is repeated to three channels, and
+  colour is reduced to luminance when one channel is asked for.
+* A mask whose size differs from its image raises ``ValueError`` naming the file: there is
+  no safe way to place it.
+* An empty mask (no foreground pixel) is skipped with a :class:`MaskWarning`; it does not
+  count as a nucleus.
+* A mask that is not binary is read as "nucleus where > 0" with a :class:`MaskWarning`.
+* Pixels claimed by more than one mask stay with the first mask in file-name order, with a
+  :class:`MaskWarning` giving the pixel count; ``on_overlap="raise"`` makes this an error.
+* An unreadable image or mask (missing, empty, truncated, not an image) raises
+  ``FileNotFoundError`` or ``ValueError`` naming the file.
+"""
+
+import os
+import warnings
+from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from PIL import Image, UnidentifiedImageError
+
+IMAGING_TYPES = ("fluorescence", "brightfield", "stained")
+# ITU-R BT.601 luma weights, the usual choice for turning RGB into one channel.
+LUMA_WEIGHTS = np.array([0.299, 0.587, 0.114], dtype=np.float32)
+
+
+class MaskWarning(UserWarning):
+    """A mask file was imperfect (empty, not binary, overlapping) and was read anyway."""
+
+
+def _open_pixels(path: Path) -> np.ndarray:
+    """Decode an image file with Pillow into a numpy array, with errors that name the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such image file")
+    if path.stat().st_size == 0:
+        raise ValueError(f"{path}: the file is empty (0 bytes)")
+    if _is_16bit_colour_png(path):
+        return _decode_png_16bit(path)
+    try:
+        with Image.open(path) as image:
+            image.load()
+            if image.mode == "P":
+                image = image.convert("RGBA" if "transparency" in image.info else "RGB")
+            elif image.mode == "1":
+                image = image.convert("L")
+            return np.asarray(image)
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
+        raise ValueError(f"{path}: cannot read the image ({error})") from error
+
+
+def _is_16bit_colour_png(path: Path) -> bool:
+    # Pillow reduces 16-bit colour PNGs to 8 bits, so those are decoded by TensorFlow
+    # instead. The PNG header holds the bit depth at byte 24 and the colour type at 25.
+    with open(path, "rb") as handle:
+        header = handle.read(26)
+    return header[:8] == b"\x89PNG\r\n\x1a\n" and len(header) == 26 and header[24] == 16 and (
+        header[25] in (2, 6)
+    )
+
+
+def _decode_png_16bit(path: Path) -> np.ndarray:
+    import tensorflow as tf
+
+    try:
+        return tf.io.decode_png(tf.io.read_file(str(path)), dtype=tf.uint16).numpy()
+    except tf.errors.OpError as error:
+        raise ValueError(f"{path}: cannot read the image ({error.message})") from error
+
+
+def _to_unit_range(pixels: np.ndarray, path: Path) -> np.ndarray:
+    if pixels.dtype == np.uint8:
+        return pixels.astype(np.float32) / 255.0
+    if pixels.dtype == np.uint16 or (pixels.dtype.kind in "iu" and pixels.max(initial=0) > 255):
+        # Pillow returns 16-bit grayscale as uint16 or int32 ("I" mode) depending on the file.
+        if pixels.min(initial=0) < 0 or pixels.max(initial=0) > 65535:
+            raise ValueError(f"{path}: integer pixel values outside 0..65535")
+        return pixels.astype(np.float32) / 65535.0
+    if pixels.dtype.kind in "iu":
+        return pixels.astype(np.float32) / 255.0
+    if pixels.dtype == np.bool_:
+        return pixels.astype(np.float32)
+    if pixels.dtype.kind == "f":
+        if not np.all(np.isfinite(pixels)):
+            raise ValueError(f"{path}: the image holds NaN or infinite values")
+        low, high = float(pixels.min()), float(pixels.max())
+        # Float images already in [0, 1] are kept; others are scaled by their own range.
+        if low >= 0.0 and high <= 1.0:
+            return pixels.astype(np.float32)
+        return ((pixels - low) / max(high - low, 1e-12)).astype(np.float32)
+    raise ValueError(f"{path}: unsupported pixel type {pixels.dtype}")
+
+
+def read_image(path: str | Path, channels: int = 3) -> np.ndarray:
+    """Read an image file as float32 in [0, 1] with shape ``(height, width, channels)``.
+
+    Parameters
+    ----------
+    path : str or Path
+        A PNG, JPEG or TIFF file: grayscale, grayscale + alpha, RGB, RGBA or palette,
+        8 or 16 bit.
+    channels : {1, 3}
+        Channels of the result. Grayscale is repeated to three channels; colour becomes
+        luminance for one channel. Alpha is always dropped.
+
+    Raises
+    ------
+    FileNotFoundError
+        If the file does not exist.
+    ValueError
+        If the file is empty, truncated or not an image, or ``channels`` is not 1 or 3.
+    """
+    if channels not in (1, 3):
+        raise ValueError(f"channels must be 1 or 3, got {channels!r}")
+    path = Path(path)
+    pixels = _open_pixels(path)
+    image = _to_unit_range(pixels, path)
+    if image.ndim == 2:
+        image = image[..., None]
+    if image.ndim != 3 or image.shape[-1] not in (1, 2, 3, 4):
+        raise ValueError(f"{path}: unexpected image shape {pixels.shape}")
+    if image.shape[0] == 0 or image.shape[1] == 0:
+        raise ValueError(f"{path}: the image has no pixels (shape {pixels.shape})")
+    # Drop alpha: grayscale + alpha keeps one channel, RGBA keeps three.
+    image = image[..., :1] if image.shape[-1] in (1, 2) else image[..., :3]
+    if channels == 3 and image.shape[-1] == 1:
+        image = np.repeat(image, 3, axis=-1)
+    elif channels == 1 and image.shape[-1] == 3:
+        image = (image @ LUMA_WEIGHTS)[..., None]
+    return np.ascontiguousarray(image, dtype=np.float32)
+
+
+def image_file(sample_dir: str | Path) -> Path:
+    """Return the image file of a Kaggle-layout sample folder ``<id>/images/<id>.png``.
+
+    Raises
+    ------
+    FileNotFoundError
+        If the folder has no ``images/`` subfolder or no image in it.
+    """
+    sample_dir = Path(sample_dir)
+    images_dir = sample_dir / "images"
+    expected = images_dir / f"{sample_dir.name}.png"
+    if expected.is_file():
+        return expected
+    if not images_dir.is_dir():
+        raise FileNotFoundError(f"{sample_dir}: no images/ folder (expected {expected})")
+    candidates = sorted(p for p in images_dir.iterdir() if p.is_file())
+    if len(candidates) != 1:
+        raise FileNotFoundError(
+            f"{images_dir}: expected one image file named {expected.name}, "
+            f"found {len(candidates)} files"
+        )
+    return candidates[0]
+
+
+def mask_files(sample_dir: str | Path) -> list[Path]:
+    """List the per-nucleus mask files of a sample folder, sorted by name.
+
+    Raises
+    ------
+    FileNotFoundError
+        If the sample has no ``masks/`` folder (stage1_test images have none).
+    """
+    masks_dir = Path(sample_dir) / "masks"
+    if not masks_dir.is_dir():
+        raise FileNotFoundError(
+            f"{Path(sample_dir)}: no masks/ folder, so there are no labels for this image "
+            "(test images have none)"
+        )
+    return sorted(p for p in masks_dir.iterdir() if p.is_file() and not p.name.startswith("."))
+
+
+def read_mask(path: str | Path) -> np.ndarray:
+    """Read one per-nucleus mask file as a 2-D boolean array (``True`` where > 0).
+
+    A mask with values other than 0 and its maximum gives a :class:`MaskWarning`.
+    """
+    path = Path(path)
+    pixels = _open_pixels(path)
+    if pixels.ndim == 3:
+        # A colour mask counts a pixel as foreground when any colour channel is set.
+        pixels = pixels[..., : min(pixels.shape[-1], 3)].max(axis=-1)
+    if pixels.ndim != 2:
+        raise ValueError(f"{path}: unexpected mask shape {pixels.shape}")
+    foreground = pixels > 0
+    # A binary mask holds 0 and one other value; checking that costs two passes, not a sort.
+    if foreground.any() and np.any(pixels[foreground] != pixels.max()):
+        warnings.warn(
+            f"{path}: mask is not binary; pixels > 0 are taken as the nucleus",
+            MaskWarning,
+            stacklevel=2,
+        )
+    return foreground
+
+
+def read_labels(
+    sample_dir: str | Path,
+    shape: Sequence[int] | None = None,
+    on_overlap: str = "warn",
+) -> np.ndarray:
+    """Combine the per-nucleus masks of a sample into one int32 instance-label image.
+
+    Parameters
+    ----------
+    sample_dir : str or Path
+        A Kaggle-layout sample folder with a ``masks/`` subfolder.
+    shape : sequence of int, optional
+        ``(height, width)`` of the image; every mask must have it. Read from the image
+        file when not given.
+    on_overlap : {"warn", "raise"}
+        What to do when masks claim the same pixels. With ``"warn"`` the pixels stay with
+        the first mask in file-name order.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(height, width)`` int32: 0 for background, 1..N for the N non-empty masks in
+        file-name order.
+
+    Raises
+    ------
+    FileNotFoundError
+        If the sample has no ``masks/`` folder.
+    ValueError
+        If a mask's size differs from the image, a mask cannot be read, or masks overlap
+        and ``on_overlap="raise"``.
+    """
+    if on_overlap not in ("warn", "raise"):
+        raise ValueError(f"on_overlap must be 'warn' or 'raise', got {on_overlap!r}")
+    sample_dir = Path(sample_dir)
+    files = mask_files(sample_dir)
+    if shape is None:
+        shape = read_image(image_file(sample_dir), channels=1).shape[:2]
+    shape = tuple(int(s) for s in shape[:2])
+    labels = np.zeros(shape, dtype=np.int32)
+    overlapping_pixels, empty = 0, []
+    next_label = 1
+    for path in files:
+        mask = read_mask(path)
+        if mask.shape != shape:
+            raise ValueError(
+                f"{path}: mask size {mask.shape[1]}x{mask.shape[0]} differs from the "
+                f"image size {shape[1]}x{shape[0]}"
+            )
+        pixels = np.flatnonzero(mask)
+        if pixels.size == 0:
+            empty.append(path.name)
+            continue
+        # Work on the mask's own pixels only: masks are small and images hold hundreds.
+        free = labels.flat[pixels] == 0
+        if not free.all():
+            if on_overlap == "raise":
+                raise ValueError(f"{path}: {int((~free).sum())} pixels overlap earlier masks")
+            overlapping_pixels += int((~free).sum())
+        labels.flat[pixels[free]] = next_label
+        next_label += 1
+    if empty:
+        warnings.warn(
+            f"{sample_dir.name}: skipped {len(empty)} empty mask(s): {', '.join(empty[:5])}",
+            MaskWarning,
+            stacklevel=2,
+        )
+    if overlapping_pixels:
+        warnings.warn(
+            f"{sample_dir.name}: {overlapping_pixels} pixels claimed by more than one mask "
+            "were kept by the first mask",
+            MaskWarning,
+            stacklevel=2,
+        )
+    return labels
+
+
+def load_sample(
+    sample_dir: str | Path, channels: int = 3, with_labels: bool = True
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Read a sample folder's image and, if asked, its instance labels.
+
+    Returns
+    -------
+    tuple
+        ``(image, labels)``: float32 ``(H, W, channels)`` in [0, 1] and int32 ``(H, W)``
+        (``None`` when ``with_labels`` is false).
+    """
+    image = read_image(image_file(sample_dir), channels=channels)
+    labels = read_labels(sample_dir, shape=image.shape[:2]) if with_labels else None
+    return image, labels
+
+
+def _label_cache_file(cache_dir: Path, sample_dir: Path) -> Path:
+    return cache_dir / f"{sample_dir.name}.png"
+
+
+def read_labels_cached(
+    sample_dir: str | Path, shape: Sequence[int], cache_dir: str | Path | None
+) -> np.ndarray:
+    """Like :func:`read_labels`, through a cache of 16-bit label PNGs in ``cache_dir``.
+
+    Combining hundreds of full-size mask PNGs per image is the slow part of loading
+    DSB2018, so the result is kept as one PNG per image. A cache file older than the
+    sample's ``masks/`` folder is rebuilt; warnings about the masks are given again only
+    when the cache is rebuilt.
+    """
+    sample_dir = Path(sample_dir)
+    if cache_dir is None:
+        return read_labels(sample_dir, shape=shape)
+    cache_file = _label_cache_file(Path(cache_dir), sample_dir)
+    masks_dir = sample_dir / "masks"
+    if cache_file.is_file() and masks_dir.is_dir():
+        if cache_file.stat().st_mtime >= masks_dir.stat().st_mtime:
+            with Image.open(cache_file) as cached:
+                labels = np.asarray(cached).astype(np.int32)
+            if labels.shape == tuple(shape[:2]):
+                return labels
+    labels = read_labels(sample_dir, shape=shape)
+    if labels.max(initial=0) <= np.iinfo(np.uint16).max:
+        cache_file.parent.mkdir(parents=True, exist_ok=True)
+        # Write beside the target and rename, so a killed run never leaves a torn file.
+        partial = cache_file.with_suffix(f".{os.getpid()}.tmp")
+        Image.fromarray(labels.astype(np.uint16)).save(partial, format="PNG")
+        partial.replace(cache_file)
+    return labels
+
+
+def load_samples(
+    root: str | Path,
+    ids: Iterable[str] | None = None,
+    channels: int = 3,
+    with_labels: bool = True,
+    cache_dir: str | Path | None = None,
+    workers: int | None = None,
+) -> list[tuple[str, np.ndarray, np.ndarray | None]]:
+    """Read many samples in parallel threads (image decoding releases the GIL).
+
+    Parameters
+    ----------
+    root : str or Path
+        A Kaggle-layout folder.
+    ids : iterable of str, optional
+        Image ids to read, in this order; all samples under ``root`` by default.
+    channels : {1, 3}
+        Channels of the images.
+    with_labels : bool
+        Also read the instance labels.
+    cache_dir : str or Path, optional
+        Label cache folder (see :func:`read_labels_cached`); no cache by default.
+    workers : int, optional
+        Threads to use; the number of CPUs by default.
+
+    Returns
+    -------
+    list of (image_id, image, labels)
+    """
+    root = Path(root)
+    sample_dirs = list_sample_dirs(root) if ids is None else [root / i for i in ids]
+    for sample_dir in sample_dirs:
+        if not sample_dir.is_dir():
+            raise FileNotFoundError(f"{sample_dir}: no such sample folder")
+
+    def load(sample_dir: Path):
+        image = read_image(image_file(sample_dir), channels=channels)
+        labels = None
+        if with_labels:
+            labels = read_labels_cached(sample_dir, image.shape[:2], cache_dir)
+        return sample_dir.name, image, labels
+
+    with ThreadPoolExecutor(max_workers=workers or os.cpu_count()) as pool:
+        return list(pool.map(load, sample_dirs))
+
+
+def list_sample_dirs(root: str | Path) -> list[Path]:
+    """List the sample folders under a Kaggle-layout root, sorted by image id.
+
+    Raises
+    ------
+    FileNotFoundError
+        If ``root`` does not exist or holds no sample folder (run ``make data``).
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"{root}: no such data folder (run `make data` to create it)")
+    dirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not dirs:
+        raise FileNotFoundError(f"{root}: holds no image folders (run `make data`)")
+    return dirs
+
+
+def imaging_type(image: np.ndarray) -> str:
+    """Classify an image by its pixels as ``fluorescence``, ``brightfield`` or ``stained``.
+
+    Fluorescence images have a dark background (median brightness below 0.5); of the bright
+    ones, those whose channels differ (mean spread between the largest and smallest channel
+    above 0.02) carry a colour stain such as H&E, the rest are grayscale brightfield. On
+    DSB2018 stage 1 the clusters are far apart: no image lies near either threshold.
+    """
+    if image.ndim == 2:
+        image = image[..., None]
+    brightness = np.median(image.mean(axis=-1))
+    if brightness < 0.5:
+        return "fluorescence"
+    spread = float((image.max(axis=-1) - image.min(axis=-1)).mean())
+    return "stained" if spread > 0.02 else "brightfield"
+
+
+def build_index(
+    root: str | Path, with_labels: bool = True, cache_dir: str | Path | None = None
+) -> pd.DataFrame:
+    """Describe every sample under a Kaggle-layout root, one row per image.
+
+    Columns: ``image_id``, ``path`` (the image file), ``height``, ``width``, ``channels``
+    (of the file as stored), ``imaging_type``, and with labels ``nucleus_count`` and
+    ``median_nucleus_area`` (pixels). ``cache_dir`` is the label cache of
+    :func:`read_labels_cached`.
+    """
+    rows = []
+    for image_id, image, labels in load_samples(
+        root, with_labels=with_labels, cache_dir=cache_dir
+    ):
+        path = image_file(Path(root) / image_id)
+        with Image.open(path) as stored:
+            stored_channels = len(stored.getbands())
+        row = {
+            "image_id": image_id,
+            "path": str(path),
+            "height": image.shape[0],
+            "width": image.shape[1],
+            "channels": stored_channels,
+            "imaging_type": imaging_type(image),
+        }
+        if labels is not None:
+            areas = np.bincount(labels.ravel())[1:]
+            row["nucleus_count"] = int(labels.max())
+            row["median_nucleus_area"] = float(np.median(areas)) if areas.size else 0.0
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def make_validation_split(
+    index: pd.DataFrame, fraction: float = 0.12, seed: int = 2018, stratify: str = "imaging_type"
+) -> list[str]:
+    """Choose validation image ids, stratified by a column of the index (seeded).
+
+    Every stratum gives ``round(fraction * size)`` images, and at least one when it has
+    two or more, so that rare imaging types are judged too.
+    """
+    if not 0.0 < fraction < 1.0:
+        raise ValueError(f"fraction must be between 0 and 1, got {fraction!r}")
+    rng = np.random.default_rng(seed)
+    chosen = []
+    for _, group in sorted(index.groupby(stratify), key=lambda item: str(item[0])):
+        ids = sorted(group["image_id"])
+        count = max(1 if len(ids) > 1 else 0, round(fraction * len(ids)))
+        chosen.extend(rng.choice(ids, size=count, replace=False).tolist())
+    return sorted(chosen)
+
+
+def save_ids(path: str | Path, ids: Iterable[str], header: str = "") -> None:
+    """Write image ids to a text file, one per line, sorted, after optional ``#`` comment lines."""
+    comments = "".join(f"# {line}\n" for line in header.splitlines())
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(comments + "".join(f"{image_id}\n" for image_id in sorted(ids)))
+
+
+def load_ids(path: str | Path) -> list[str]:
+    """Read image ids written by :func:`save_ids` (blank lines and ``#`` comments ignored).
+
+    Raises
+    ------
+    FileNotFoundError
+        If the file does not exist.
+    ValueError
+        If an id appears twice.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such id list")
+    ids = [line.strip() for line in path.read_text().splitlines()]
+    ids = [i for i in ids if i and not i.startswith("#")]
+    if len(set(ids)) != len(ids):
+        raise ValueError(f"{path}: some image ids appear more than once")
+    return ids
+
+
+def train_validation_ids(
+    root: str | Path, validation_ids_path: str | Path
+) -> tuple[list[str], list[str]]:
+    """Split the sample folders under ``root`` into training and validation ids.
+
+    Raises
+    ------
+    ValueError
+        If a validation id is missing from ``root``.
+    """
+    all_ids = [p.name for p in list_sample_dirs(root)]
+    validation = load_ids(validation_ids_path)
+    missing = sorted(set(validation) - set(all_ids))
+    if missing:
+        raise ValueError(
+            f"{validation_ids_path}: {len(missing)} validation ids are not in {root}, "
+            f"e.g. {missing[0]}"
+        )
+    held_out = set(validation)
+    return [i for i in all_ids if i not in held_out], validation

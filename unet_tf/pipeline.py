@@ -1,0 +1,410 @@
+"""``tf.data`` input pipelines: random crops at native resolution with augmentation.
+
+Decoded images and instance labels are held in memory once (:func:`pack_samples`), as one
+flat tensor per kind with offsets, so every step of the pipeline is a TensorFlow op that
+runs in parallel (``num_parallel_calls=tf.data.AUTOTUNE``) without the Python GIL.
+
+A training element is made in this order:
+
+1. pick an image (every image once per pass, in a seeded shuffled order);
+2. take a ``crop_size`` square at native resolution; images smaller than the crop are
+   padded with zeros (label 0), never upscaled. With ``affine`` or ``elastic`` the crop is
+   resampled through a random rotation/scale/shear and/or a smooth random displacement
+   field: bilinear for the image, nearest neighbour for the labels, so labels stay labels;
+3. random flips and 90-degree rotations, applied to image and labels together;
+4. brightness, contrast and gamma changes of the image only;
+5. the training targets, computed from the augmented instance labels by a pluggable
+   ``target_fn`` (``labels (H, W) int32 -> targets (H, W, K) float32``).
+
+Every random choice is drawn from stateless generators seeded by ``(seed, element number)``,
+so a pipeline gives the same batches for the same seed on every run.
+"""
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import tensorflow as tf
+
+AUTOTUNE = tf.data.AUTOTUNE
+# Images are stored as uint16 in memory: exact for 8- and 16-bit sources, half of float32.
+_IMAGE_SCALE = 65535.0
+
+
+def binary_target(labels: tf.Tensor) -> tf.Tensor:
+    """Training target: 1.0 on any nucleus, 0.0 on background, shape ``(H, W, 1)``."""
+    return tf.cast(labels > 0, tf.float32)[..., None]
+
+
+TARGETS: dict[str, Callable[[tf.Tensor], tf.Tensor]] = {"binary": binary_target}
+
+
+def get_target_fn(target: str | Callable) -> Callable[[tf.Tensor], tf.Tensor]:
+    """Return a target function by name (see ``TARGETS``), or ``target`` if it is callable.
+
+    Raises
+    ------
+    ValueError
+        If the name is unknown.
+    """
+    if callable(target):
+        return target
+    try:
+        return TARGETS[target]
+    except KeyError:
+        raise ValueError(f"unknown target {target!r}; choose one of {sorted(TARGETS)}") from None
+
+
+@dataclass(frozen=True)
+class Augmentation:
+    """Augmentation settings of :func:`make_training_dataset`.
+
+    Attributes
+    ----------
+    flips, rotations : bool
+        Random horizontal/vertical flips and 90-degree rotations.
+    brightness : float
+        Maximum absolute brightness shift (0 disables).
+    contrast : tuple of float
+        Range of the contrast factor around the image mean ((1, 1) disables).
+    gamma : tuple of float
+        Range of the gamma exponent ((1, 1) disables).
+    affine : bool
+        Random rotation by any angle, scaling in ``scale`` and shear up to ``shear``.
+    scale : tuple of float
+        Range of the affine scale factor.
+    shear : float
+        Maximum affine shear.
+    elastic : bool
+        Smooth random deformation.
+    elastic_alpha : float
+        Standard deviation of the elastic displacement, in pixels.
+    elastic_spacing : int
+        Spacing in pixels of the coarse grid of random displacements that is smoothly
+        interpolated into the displacement field.
+    """
+
+    flips: bool = True
+    rotations: bool = True
+    brightness: float = 0.1
+    contrast: tuple[float, float] = (0.8, 1.25)
+    gamma: tuple[float, float] = (0.8, 1.25)
+    affine: bool = False
+    scale: tuple[float, float] = (0.8, 1.25)
+    shear: float = 0.1
+    elastic: bool = False
+    elastic_alpha: float = 4.0
+    elastic_spacing: int = 32
+
+    def __post_init__(self):
+        if self.brightness < 0 or self.shear < 0 or self.elastic_alpha < 0:
+            raise ValueError("brightness, shear and elastic_alpha must be non-negative")
+        for name in ("contrast", "gamma", "scale"):
+            low, high = getattr(self, name)
+            if not 0 < low <= high:
+                raise ValueError(f"{name} must be a range (low, high) with 0 < low <= high")
+        if self.elastic_spacing < 2:
+            raise ValueError("elastic_spacing must be at least 2 pixels")
+
+
+NO_AUGMENTATION = Augmentation(
+    flips=False, rotations=False, brightness=0.0, contrast=(1.0, 1.0), gamma=(1.0, 1.0)
+)
+
+
+@dataclass(frozen=True)
+class PackedSamples:
+    """Images and labels of many sizes held as flat tensors (see :func:`pack_samples`)."""
+
+    images: tf.Tensor  # uint16, all images' pixels one after the other
+    image_offsets: tf.Tensor  # int64 (n + 1,)
+    labels: tf.Tensor  # int32, all label pixels one after the other
+    label_offsets: tf.Tensor  # int64 (n + 1,)
+    shapes: tf.Tensor  # int32 (n, 3): height, width, channels
+    count: int
+    channels: int
+
+    def image(self, index: tf.Tensor) -> tf.Tensor:
+        """The float32 image at ``index`` (a scalar tensor)."""
+        flat = self.images[self.image_offsets[index] : self.image_offsets[index + 1]]
+        return tf.reshape(tf.cast(flat, tf.float32) / _IMAGE_SCALE, self.shapes[index])
+
+    def label(self, index: tf.Tensor) -> tf.Tensor:
+        """The int32 instance labels at ``index``."""
+        flat = self.labels[self.label_offsets[index] : self.label_offsets[index + 1]]
+        return tf.reshape(flat, self.shapes[index][:2])
+
+
+def pack_samples(images: Sequence[np.ndarray], labels: Sequence[np.ndarray]) -> PackedSamples:
+    """Hold decoded images (float32 in [0, 1]) and instance labels in memory for the pipelines.
+
+    Raises
+    ------
+    ValueError
+        If the lists differ in length, are empty, or an image and its labels differ in size.
+    """
+    if len(images) != len(labels) or not images:
+        raise ValueError(f"need equally many images and labels, got {len(images)} and {len(labels)}")
+    channels = {image.shape[-1] for image in images}
+    if len(channels) != 1 or any(image.ndim != 3 for image in images):
+        raise ValueError(f"images must be (H, W, C) with one channel count, got {channels}")
+    for index, (image, label) in enumerate(zip(images, labels, strict=True)):
+        if image.shape[:2] != label.shape:
+            raise ValueError(f"sample {index}: image {image.shape[:2]} and labels {label.shape}")
+
+    def offsets(arrays):
+        return tf.constant(np.concatenate([[0], np.cumsum([a.size for a in arrays])]), tf.int64)
+
+    flat_images = np.concatenate(
+        [np.round(np.clip(image, 0.0, 1.0) * _IMAGE_SCALE).astype(np.uint16).ravel() for image in images]
+    )
+    return PackedSamples(
+        images=tf.constant(flat_images),
+        image_offsets=offsets(images),
+        labels=tf.constant(np.concatenate([label.astype(np.int32).ravel() for label in labels])),
+        label_offsets=offsets(labels),
+        shapes=tf.constant([image.shape for image in images], tf.int32),
+        count=len(images),
+        channels=channels.pop(),
+    )
+
+
+def _uniform(seed, low=0.0, high=1.0):
+    return tf.random.stateless_uniform([], seed, minval=low, maxval=high)
+
+
+def _crop_or_pad(stack: tf.Tensor, crop_size: int, seed: tf.Tensor) -> tf.Tensor:
+    """A random ``crop_size`` square of ``stack``; sides shorter than that are zero-padded."""
+    shape = tf.shape(stack)
+    height, width = shape[0], shape[1]
+    seeds = tf.random.experimental.stateless_split(seed, 4)
+
+    def start(size, seed_pair):
+        # Where the image is larger, pick a crop offset; where smaller, a padding offset.
+        span = tf.abs(size - crop_size) + 1
+        return tf.random.stateless_uniform([], seed_pair, 0, span, dtype=tf.int32)
+
+    top, left = start(height, seeds[0]), start(width, seeds[1])
+    crop_top = tf.where(height > crop_size, top, 0)
+    crop_left = tf.where(width > crop_size, left, 0)
+    cropped = stack[
+        crop_top : crop_top + tf.minimum(height, crop_size),
+        crop_left : crop_left + tf.minimum(width, crop_size),
+    ]
+    pad_top = tf.where(height < crop_size, top, 0)
+    pad_left = tf.where(width < crop_size, left, 0)
+    cropped_shape = tf.shape(cropped)
+    padding = [
+        [pad_top, crop_size - cropped_shape[0] - pad_top],
+        [pad_left, crop_size - cropped_shape[1] - pad_left],
+        [0, 0],
+    ]
+    return tf.ensure_shape(tf.pad(cropped, padding), [crop_size, crop_size, None])
+
+
+def _gather(image: tf.Tensor, rows: tf.Tensor, cols: tf.Tensor) -> tf.Tensor:
+    """Pixels of ``image`` at integer coordinates; coordinates outside give zeros."""
+    height, width = tf.shape(image)[0], tf.shape(image)[1]
+    inside = (rows >= 0) & (rows < height) & (cols >= 0) & (cols < width)
+    indices = tf.stack([tf.clip_by_value(rows, 0, height - 1), tf.clip_by_value(cols, 0, width - 1)], -1)
+    values = tf.gather_nd(image, indices)
+    return values * tf.cast(inside, image.dtype)[..., None]
+
+
+def _warp_crop(image, labels, crop_size: int, augmentation: Augmentation, seed):
+    """Resample a crop through a random affine map and/or elastic field around a random centre."""
+    seeds = tf.random.experimental.stateless_split(seed, 8)
+    height = tf.cast(tf.shape(image)[0], tf.float32)
+    width = tf.cast(tf.shape(image)[1], tf.float32)
+    half = crop_size / 2.0
+    # Centres keep the crop inside the image where the image is large enough.
+    centre_y = _uniform(seeds[0], tf.minimum(half, height / 2), tf.maximum(height - half, height / 2))
+    centre_x = _uniform(seeds[1], tf.minimum(half, width / 2), tf.maximum(width - half, width / 2))
+    grid = tf.range(crop_size, dtype=tf.float32) - half + 0.5
+    out_y, out_x = tf.meshgrid(grid, grid, indexing="ij")
+    src_y, src_x = out_y, out_x
+    if augmentation.affine:
+        angle = _uniform(seeds[2], -np.pi, np.pi)
+        log_low, log_high = np.log(augmentation.scale[0]), np.log(augmentation.scale[1])
+        zoom = tf.exp(_uniform(seeds[3], log_low, log_high))
+        shear = _uniform(seeds[4], -augmentation.shear, augmentation.shear)
+        cos, sin = tf.cos(angle) / zoom, tf.sin(angle) / zoom
+        # Output pixel -> source pixel: inverse zoom, rotation, then shear along x.
+        src_y = cos * out_y - sin * out_x
+        src_x = sin * out_y + cos * out_x + shear * src_y
+    if augmentation.elastic:
+        coarse = crop_size // augmentation.elastic_spacing + 2
+        displacement = tf.random.stateless_normal([1, coarse, coarse, 2], seeds[5])
+        displacement = augmentation.elastic_alpha * tf.image.resize(
+            displacement, [crop_size, crop_size], method="bicubic"
+        )[0]
+        src_y, src_x = src_y + displacement[..., 0], src_x + displacement[..., 1]
+    src_y, src_x = src_y + centre_y - 0.5, src_x + centre_x - 0.5
+
+    nearest = _gather(tf.cast(labels[..., None], tf.float32), tf.cast(tf.round(src_y), tf.int32), tf.cast(tf.round(src_x), tf.int32))
+    top, left = tf.floor(src_y), tf.floor(src_x)
+    weight_y, weight_x = (src_y - top)[..., None], (src_x - left)[..., None]
+    top, left = tf.cast(top, tf.int32), tf.cast(left, tf.int32)
+    warped = (
+        _gather(image, top, left) * (1 - weight_y) * (1 - weight_x)
+        + _gather(image, top, left + 1) * (1 - weight_y) * weight_x
+        + _gather(image, top + 1, left) * weight_y * (1 - weight_x)
+        + _gather(image, top + 1, left + 1) * weight_y * weight_x
+    )
+    return tf.concat([warped, nearest], axis=-1)
+
+
+def _augment_intensity(image: tf.Tensor, augmentation: Augmentation, seed) -> tf.Tensor:
+    seeds = tf.random.experimental.stateless_split(seed, 3)
+    low, high = augmentation.gamma
+    if low != high:
+        gamma = tf.exp(_uniform(seeds[0], np.log(low), np.log(high)))
+        image = tf.pow(tf.maximum(image, 0.0), gamma)
+    low, high = augmentation.contrast
+    if low != high:
+        mean = tf.reduce_mean(image)
+        image = (image - mean) * _uniform(seeds[1], low, high) + mean
+    if augmentation.brightness > 0:
+        image = image + _uniform(seeds[2], -augmentation.brightness, augmentation.brightness)
+    return tf.clip_by_value(image, 0.0, 1.0)
+
+
+def augment_sample(
+    image: tf.Tensor,
+    labels: tf.Tensor,
+    crop_size: int,
+    augmentation: Augmentation,
+    seed: tf.Tensor,
+) -> tuple[tf.Tensor, tf.Tensor]:
+    """Crop and augment one sample; returns a ``(crop, crop, C)`` image and ``(crop, crop)`` labels.
+
+    ``seed`` is a shape-(2,) integer tensor; the same seed gives the same result.
+    """
+    seeds = tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), 4)
+    channels = tf.shape(image)[-1]
+    if augmentation.affine or augmentation.elastic:
+        stack = _warp_crop(image, labels, crop_size, augmentation, seeds[0])
+    else:
+        # Label values below 2**24 are exact in float32, so both travel in one tensor.
+        stack = tf.concat([image, tf.cast(labels[..., None], tf.float32)], axis=-1)
+        stack = _crop_or_pad(stack, crop_size, seeds[0])
+    if augmentation.flips:
+        stack = tf.image.stateless_random_flip_left_right(stack, seeds[1])
+        stack = tf.image.stateless_random_flip_up_down(stack, tf.reverse(seeds[1], [0]))
+    if augmentation.rotations:
+        turns = tf.random.stateless_uniform([], seeds[2], 0, 4, dtype=tf.int32)
+        stack = tf.image.rot90(stack, turns)
+    stack = tf.ensure_shape(stack, [crop_size, crop_size, None])
+    image = _augment_intensity(stack[..., :channels], augmentation, seeds[3])
+    labels = tf.cast(tf.round(stack[..., -1]), tf.int32)
+    return image, labels
+
+
+def make_training_dataset(
+    samples: PackedSamples,
+    crop_size: int = 256,
+    batch_size: int = 8,
+    target_fn: str | Callable = "binary",
+    augmentation: Augmentation = Augmentation(),
+    seed: int = 0,
+    crops_per_image: int = 1,
+) -> tf.data.Dataset:
+    """An endless dataset of augmented random crops: ``(images, targets)`` batches.
+
+    Parameters
+    ----------
+    samples : PackedSamples
+        The training images and labels, from :func:`pack_samples`.
+    crop_size : int
+        Side of the square crops, at the images' native resolution.
+    batch_size : int
+        Crops per batch.
+    target_fn : str or callable
+        Maps ``(H, W)`` int32 instance labels to ``(H, W, K)`` float32 targets; a name from
+        ``TARGETS`` or a function of TensorFlow ops.
+    augmentation : Augmentation
+        What to randomise; :data:`NO_AUGMENTATION` gives plain random crops.
+    seed : int
+        Seed of the shuffle and of every augmentation.
+    crops_per_image : int
+        Crops taken from each image per pass over the images.
+
+    Returns
+    -------
+    tf.data.Dataset
+        Yields ``(batch, crop, crop, C)`` float32 images and ``(batch, crop, crop, K)``
+        float32 targets, forever.
+    """
+    if crop_size < 1 or batch_size < 1 or crops_per_image < 1:
+        raise ValueError("crop_size, batch_size and crops_per_image must be at least 1")
+    target_fn = get_target_fn(target_fn)
+    base_seed = tf.constant(seed, tf.int64)
+    per_pass = samples.count * crops_per_image
+
+    def make_element(counter):
+        # Each pass visits every image crops_per_image times, in an order drawn from a
+        # stateless bijection, so the order depends on the seed and nothing else.
+        position, epoch = counter % per_pass, counter // per_pass
+        shuffled = tf.random.experimental.index_shuffle(
+            position, tf.stack([base_seed, epoch]), per_pass - 1
+        )
+        index = shuffled // crops_per_image
+        image, labels = augment_sample(
+            samples.image(index),
+            samples.label(index),
+            crop_size,
+            augmentation,
+            tf.stack([base_seed, counter]),
+        )
+        return image, target_fn(labels)
+
+    dataset = tf.data.Dataset.range(np.iinfo(np.int64).max)
+    dataset = dataset.map(make_element, num_parallel_calls=AUTOTUNE, deterministic=True)
+    return dataset.batch(batch_size, drop_remainder=True).prefetch(AUTOTUNE)
+
+
+def tile_origins(size: int, tile: int) -> list[int]:
+    """Start offsets of tiles of side ``tile`` covering ``size`` pixels; the last one ends at the edge."""
+    if size <= tile:
+        return [0]
+    origins = list(range(0, size - tile, tile))
+    return [*origins, size - tile]
+
+
+def make_validation_dataset(
+    samples: PackedSamples,
+    crop_size: int = 256,
+    batch_size: int = 8,
+    target_fn: str | Callable = "binary",
+) -> tf.data.Dataset:
+    """Deterministic crops that together cover every validation pixel, for ``model.fit``.
+
+    Each image is cut into ``crop_size`` tiles (the last row and column aligned with the
+    image edge, so they may overlap the one before); images smaller than a tile are
+    zero-padded. Full-resolution evaluation of whole images is done with
+    :func:`unet_tf.model.predict_image` instead.
+    """
+    target_fn = get_target_fn(target_fn)
+    shapes = samples.shapes.numpy()
+    tiles = [
+        (index, top, left)
+        for index, (height, width, _) in enumerate(shapes)
+        for top in tile_origins(int(height), crop_size)
+        for left in tile_origins(int(width), crop_size)
+    ]
+    tiles = tf.constant(tiles, tf.int32)
+
+    def make_element(tile):
+        index, top, left = tile[0], tile[1], tile[2]
+        image, labels = samples.image(index), samples.label(index)
+        image = image[top : top + crop_size, left : left + crop_size]
+        labels = labels[top : top + crop_size, left : left + crop_size]
+        padding = [[0, crop_size - tf.shape(labels)[0]], [0, crop_size - tf.shape(labels)[1]]]
+        image = tf.pad(image, [*padding, [0, 0]])
+        labels = tf.pad(labels, padding)
+        image = tf.ensure_shape(image, [crop_size, crop_size, samples.channels])
+        return image, target_fn(tf.ensure_shape(labels, [crop_size, crop_size]))
+
+    dataset = tf.data.Dataset.from_tensor_slices(tiles)
+    dataset = dataset.map(make_element, num_parallel_calls=AUTOTUNE)
+    return dataset.batch(batch_size).prefetch(AUTOTUNE)
