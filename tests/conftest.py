@@ -6,11 +6,11 @@ import os
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
 
-from pathlib import Path  # noqa: E402
+from pathlib import Path
 
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-from PIL import Image  # noqa: E402
+import numpy as np
+import pytest
+from PIL import Image
 
 
 def disc(shape, centre, radius) -> np.ndarray:
@@ -35,7 +35,9 @@ def write_sample(root: Path, image_id: str, image: np.ndarray, masks=()) -> Path
     if masks is not None:
         (sample / "masks").mkdir()
         for index, mask in enumerate(masks):
-            Image.fromarray(mask.astype(np.uint8) * 255).save(sample / "masks" / f"m{index:03d}.png")
+            Image.fromarray(mask.astype(np.uint8) * 255).save(
+                sample / "masks" / f"m{index:03d}.png"
+            )
     return sample
 
 

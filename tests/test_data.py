@@ -81,7 +81,10 @@ def test_bad_channel_count_is_rejected(tmp_path):
 def test_unreadable_files_raise_an_error_naming_the_file(tmp_path, content, message):
     path = tmp_path / "broken.png"
     if content == "truncated":
-        good = save(tmp_path / "good.png", (np.random.default_rng(0).random((64, 64)) * 255).astype(np.uint8))
+        good = save(
+            tmp_path / "good.png",
+            (np.random.default_rng(0).random((64, 64)) * 255).astype(np.uint8),
+        )
         content = good.read_bytes()[:200]
     path.write_bytes(content)
     with pytest.raises(ValueError, match=message) as info:
@@ -163,7 +166,9 @@ def test_label_cache_gives_the_same_labels_and_is_used(disc_sample, tmp_path):
 def test_load_samples_reads_in_order_with_labels(tmp_path):
     root = tmp_path / "train"
     for index in range(3):
-        write_sample(root, f"id{index}", np.full((6, 6), 50, np.uint8), [disc((6, 6), (3, 3), index)])
+        write_sample(
+            root, f"id{index}", np.full((6, 6), 50, np.uint8), [disc((6, 6), (3, 3), index)]
+        )
     loaded = data.load_samples(root, ids=["id2", "id0"], workers=2)
     assert [image_id for image_id, _, _ in loaded] == ["id2", "id0"]
     assert loaded[0][2].max() == 1

@@ -21,7 +21,9 @@ def make_zip(path: Path, image_ids, with_masks=True, compression=zipfile.ZIP_DEF
     path.parent.mkdir(parents=True, exist_ok=True)
     with zipfile.ZipFile(path, "w", compression=compression) as archive:
         for image_id in image_ids:
-            archive.writestr(f"{image_id}/images/{image_id}.png", b"png bytes of " + image_id.encode())
+            archive.writestr(
+                f"{image_id}/images/{image_id}.png", b"png bytes of " + image_id.encode()
+            )
             if with_masks:
                 archive.writestr(f"{image_id}/masks/m1.png", b"mask bytes")
     return path

@@ -41,9 +41,7 @@ VALIDATION_IDS = SPLITS_DIR / "validation_ids.txt"
 DSB2018_SOURCE = _env_path(
     "UNET_TF_DSB2018_SOURCE", PROJECT_ROOT.parent / "shared" / "data" / "dsb2018"
 )
-DSB2018_URL = os.environ.get(
-    "UNET_TF_DSB2018_URL", "https://data.broadinstitute.org/bbbc/BBBC038/"
-)
+DSB2018_URL = os.environ.get("UNET_TF_DSB2018_URL", "https://data.broadinstitute.org/bbbc/BBBC038/")
 
 MODELS_DIR = _env_path("UNET_TF_MODELS_DIR", PROJECT_ROOT / "models")
 REPORTS_DIR = _env_path("UNET_TF_REPORTS_DIR", PROJECT_ROOT / "reports")

@@ -65,8 +65,11 @@ def _is_16bit_colour_png(path: Path) -> bool:
     # instead. The PNG header holds the bit depth at byte 24 and the colour type at 25.
     with open(path, "rb") as handle:
         header = handle.read(26)
-    return header[:8] == b"\x89PNG\r\n\x1a\n" and len(header) == 26 and header[24] == 16 and (
-        header[25] in (2, 6)
+    return (
+        header[:8] == b"\x89PNG\r\n\x1a\n"
+        and len(header) == 26
+        and header[24] == 16
+        and (header[25] in (2, 6))
     )
 
 
@@ -424,9 +427,7 @@ def build_index(
     :func:`read_labels_cached`.
     """
     rows = []
-    for image_id, image, labels in load_samples(
-        root, with_labels=with_labels, cache_dir=cache_dir
-    ):
+    for image_id, image, labels in load_samples(root, with_labels=with_labels, cache_dir=cache_dir):
         path = image_file(Path(root) / image_id)
         with Image.open(path) as stored:
             stored_channels = len(stored.getbands())

@@ -42,7 +42,7 @@ def pixel_iou(y_true, y_pred) -> float:
     """
     y_true, y_pred = _binary_pair(y_true, y_pred)
     union = np.count_nonzero(y_true | y_pred)
-    return 1.0 if union == 0 else np.count_nonzero(y_true & y_pred) / union
+    return 1.0 if union == 0 else float(np.count_nonzero(y_true & y_pred) / union)
 
 
 def dice(y_true, y_pred) -> float:
@@ -62,7 +62,7 @@ def dice(y_true, y_pred) -> float:
     """
     y_true, y_pred = _binary_pair(y_true, y_pred)
     total = np.count_nonzero(y_true) + np.count_nonzero(y_pred)
-    return 1.0 if total == 0 else 2.0 * np.count_nonzero(y_true & y_pred) / total
+    return 1.0 if total == 0 else float(2.0 * np.count_nonzero(y_true & y_pred) / total)
 
 
 def iou_matrix(true_labels, pred_labels) -> np.ndarray:

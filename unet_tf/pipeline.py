@@ -144,7 +144,9 @@ def pack_samples(images: Sequence[np.ndarray], labels: Sequence[np.ndarray]) -> 
         If the lists differ in length, are empty, or an image and its labels differ in size.
     """
     if len(images) != len(labels) or not images:
-        raise ValueError(f"need equally many images and labels, got {len(images)} and {len(labels)}")
+        raise ValueError(
+            f"need equally many images and labels, got {len(images)} and {len(labels)}"
+        )
     channels = {image.shape[-1] for image in images}
     if len(channels) != 1 or any(image.ndim != 3 for image in images):
         raise ValueError(f"images must be (H, W, C) with one channel count, got {channels}")
@@ -156,7 +158,10 @@ def pack_samples(images: Sequence[np.ndarray], labels: Sequence[np.ndarray]) -> 
         return tf.constant(np.concatenate([[0], np.cumsum([a.size for a in arrays])]), tf.int64)
 
     flat_images = np.concatenate(
-        [np.round(np.clip(image, 0.0, 1.0) * _IMAGE_SCALE).astype(np.uint16).ravel() for image in images]
+        [
+            np.round(np.clip(image, 0.0, 1.0) * _IMAGE_SCALE).astype(np.uint16).ravel()
+            for image in images
+        ]
     )
     return PackedSamples(
         images=tf.constant(flat_images),
@@ -206,7 +211,9 @@ def _gather(image: tf.Tensor, rows: tf.Tensor, cols: tf.Tensor) -> tf.Tensor:
     """Pixels of ``image`` at integer coordinates; coordinates outside give zeros."""
     height, width = tf.shape(image)[0], tf.shape(image)[1]
     inside = (rows >= 0) & (rows < height) & (cols >= 0) & (cols < width)
-    indices = tf.stack([tf.clip_by_value(rows, 0, height - 1), tf.clip_by_value(cols, 0, width - 1)], -1)
+    indices = tf.stack(
+        [tf.clip_by_value(rows, 0, height - 1), tf.clip_by_value(cols, 0, width - 1)], -1
+    )
     values = tf.gather_nd(image, indices)
     return values * tf.cast(inside, image.dtype)[..., None]
 
@@ -218,7 +225,9 @@ def _warp_crop(image, labels, crop_size: int, augmentation: Augmentation, seed):
     width = tf.cast(tf.shape(image)[1], tf.float32)
     half = crop_size / 2.0
     # Centres keep the crop inside the image where the image is large enough.
-    centre_y = _uniform(seeds[0], tf.minimum(half, height / 2), tf.maximum(height - half, height / 2))
+    centre_y = _uniform(
+        seeds[0], tf.minimum(half, height / 2), tf.maximum(height - half, height / 2)
+    )
     centre_x = _uniform(seeds[1], tf.minimum(half, width / 2), tf.maximum(width - half, width / 2))
     grid = tf.range(crop_size, dtype=tf.float32) - half + 0.5
     out_y, out_x = tf.meshgrid(grid, grid, indexing="ij")
@@ -235,13 +244,18 @@ def _warp_crop(image, labels, crop_size: int, augmentation: Augmentation, seed):
     if augmentation.elastic:
         coarse = crop_size // augmentation.elastic_spacing + 2
         displacement = tf.random.stateless_normal([1, coarse, coarse, 2], seeds[5])
-        displacement = augmentation.elastic_alpha * tf.image.resize(
-            displacement, [crop_size, crop_size], method="bicubic"
-        )[0]
+        displacement = (
+            augmentation.elastic_alpha
+            * tf.image.resize(displacement, [crop_size, crop_size], method="bicubic")[0]
+        )
         src_y, src_x = src_y + displacement[..., 0], src_x + displacement[..., 1]
     src_y, src_x = src_y + centre_y - 0.5, src_x + centre_x - 0.5
 
-    nearest = _gather(tf.cast(labels[..., None], tf.float32), tf.cast(tf.round(src_y), tf.int32), tf.cast(tf.round(src_x), tf.int32))
+    nearest = _gather(
+        tf.cast(labels[..., None], tf.float32),
+        tf.cast(tf.round(src_y), tf.int32),
+        tf.cast(tf.round(src_x), tf.int32),
+    )
     top, left = tf.floor(src_y), tf.floor(src_x)
     weight_y, weight_x = (src_y - top)[..., None], (src_x - left)[..., None]
     top, left = tf.cast(top, tf.int32), tf.cast(left, tf.int32)
@@ -364,7 +378,7 @@ def make_training_dataset(
 
 
 def tile_origins(size: int, tile: int) -> list[int]:
-    """Start offsets of tiles of side ``tile`` covering ``size`` pixels; the last one ends at the edge."""
+    """Start offsets of ``tile``-sized tiles covering ``size`` pixels, the last one at the edge."""
     if size <= tile:
         return [0]
     origins = list(range(0, size - tile, tile))

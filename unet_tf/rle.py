@@ -65,7 +65,9 @@ def parse_rle(rle: str, shape: tuple[int, int] | None = None) -> np.ndarray:
     try:
         runs = np.array([int(token) for token in tokens], dtype=np.int64).reshape(-1, 2)
     except ValueError:
-        raise ValueError(f"run-length string holds a value that is not an integer: {rle[:60]!r}")
+        raise ValueError(
+            f"run-length string holds a value that is not an integer: {rle[:60]!r}"
+        ) from None
     if runs.size == 0:
         return runs
     if (runs[:, 0] < 1).any():

@@ -1,0 +1,98 @@
+"""The U-Net: configurations that fit a step, shapes, padding and full-image prediction."""
+
+import keras
+import numpy as np
+import pytest
+
+from unet_tf import losses, model
+from unet_tf.keras_metrics import PixelDice, PixelIoU
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        {"depth": 1, "base_filters": 2, "batch_norm": False},
+        {"depth": 2, "base_filters": 4, "dropout_rate": 0.2},
+        {"depth": 3, "base_filters": 2, "num_classes": 3, "output_activation": "softmax"},
+        {"depth": 2, "base_filters": 2, "input_channels": 1, "num_classes": 2},
+    ],
+)
+def test_configurations_fit_one_step_and_keep_the_input_size(config):
+    keras.utils.set_random_seed(0)
+    net = model.get_model(**config)
+    channels = config.get("input_channels", 3)
+    classes = config.get("num_classes", 1)
+    images = np.random.default_rng(0).random((2, 32, 32, channels)).astype(np.float32)
+    targets = (np.random.default_rng(1).random((2, 32, 32, classes)) > 0.5).astype(np.float32)
+    net.compile(optimizer="adam", loss=losses.bce_dice_loss, metrics=[PixelIoU(), PixelDice()])
+    history = net.fit(images, targets, batch_size=2, epochs=1, verbose=0)
+    assert np.isfinite(history.history["loss"][0])
+    output = net.predict(images, verbose=0)
+    assert output.shape == (2, 32, 32, classes)
+    assert output.dtype == np.float32
+    assert model.model_depth(net) == config["depth"]
+
+
+def test_one_model_serves_crops_and_larger_images():
+    net = model.get_model(depth=2, base_filters=2)
+    for size in [(16, 16), (48, 80)]:
+        output = net.predict(np.zeros((1, *size, 3), np.float32), verbose=0)
+        assert output.shape == (1, *size, 1)
+
+
+def test_conv2dtranspose_decoder_and_skip_connections():
+    net = model.get_model(depth=3, base_filters=4)
+    kinds = [type(layer).__name__ for layer in net.layers]
+    assert kinds.count("Conv2DTranspose") == 3
+    assert kinds.count("Concatenate") == 3
+    assert kinds.count("MaxPooling2D") == 3
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"depth": 0}, "depth"),
+        ({"base_filters": 0}, "base_filters"),
+        ({"dropout_rate": 1.0}, "dropout_rate"),
+        ({"output_activation": "tanh"}, "output_activation"),
+        ({"num_classes": 0}, "num_classes"),
+    ],
+)
+def test_bad_arguments_are_rejected(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        model.get_model(**kwargs)
+
+
+@pytest.mark.parametrize("shape", [(1, 1, 3), (13, 17, 3), (16, 32, 3), (5, 40)])
+def test_pad_to_multiple_and_crop_back(shape):
+    array = np.random.default_rng(0).random(shape).astype(np.float32)
+    padded, original = model.pad_to_multiple(array, 8)
+    assert padded.shape[0] % 8 == 0 and padded.shape[1] % 8 == 0
+    assert padded.shape[2:] == array.shape[2:]
+    np.testing.assert_array_equal(model.crop_to_shape(padded, original), array)
+
+
+def test_predict_image_keeps_any_size_and_matches_direct_prediction():
+    keras.utils.set_random_seed(0)
+    net = model.get_model(depth=2, base_filters=2)
+    image = np.random.default_rng(0).random((21, 30, 3)).astype(np.float32)
+    prediction = model.predict_image(net, image)
+    assert prediction.shape == (21, 30, 1)
+    aligned = np.random.default_rng(1).random((24, 32, 3)).astype(np.float32)
+    direct = net.predict(aligned[None], verbose=0)[0]
+    np.testing.assert_allclose(model.predict_image(net, aligned), direct, atol=1e-5)
+    with pytest.raises(ValueError, match="height, width, channels"):
+        model.predict_image(net, image[..., 0])
+
+
+def test_saved_model_round_trip_with_custom_metrics(tmp_path):
+    net = model.get_model(depth=1, base_filters=2)
+    net.compile(optimizer="adam", loss="binary_crossentropy", metrics=[PixelIoU(threshold=0.4)])
+    image = np.random.default_rng(0).random((1, 8, 8, 3)).astype(np.float32)
+    net.fit(image, image[..., :1] > 0.5, epochs=1, verbose=0)
+    path = tmp_path / "net.keras"
+    net.save(path)
+    loaded = keras.models.load_model(path)
+    target = (image[..., :1] > 0.5).astype(np.float32)
+    assert "pixel_iou" in loaded.evaluate(image, target, verbose=0, return_dict=True)
+    np.testing.assert_allclose(loaded.predict(image, verbose=0), net.predict(image, verbose=0))

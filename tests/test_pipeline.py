@@ -1,0 +1,175 @@
+"""The tf.data pipelines: shapes, dtypes, determinism, padding and label-consistent augmentation."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from conftest import disc_labels
+
+from unet_tf import pipeline
+
+
+def synthetic(shapes, seed=0):
+    """Images whose first channel encodes the labels, so augmentation consistency is checkable."""
+    rng = np.random.default_rng(seed)
+    images, labels = [], []
+    for height, width in shapes:
+        discs = [
+            ((rng.integers(height), rng.integers(width)), int(rng.integers(3, 8))) for _ in range(6)
+        ]
+        label = disc_labels((height, width), discs)
+        image = np.stack(
+            [label / 10.0, rng.random((height, width)), np.full((height, width), 0.5)], -1
+        )
+        images.append(image.astype(np.float32))
+        labels.append(label)
+    return pipeline.pack_samples(images, labels), images, labels
+
+
+def batches(dataset, count):
+    return [(x.numpy(), y.numpy()) for x, y in dataset.take(count)]
+
+
+def test_training_batches_have_the_promised_shapes_and_dtypes():
+    packed, _, _ = synthetic([(40, 50), (64, 64), (30, 70)])
+    dataset = pipeline.make_training_dataset(packed, crop_size=32, batch_size=4, seed=1)
+    images, targets = next(iter(dataset))
+    assert images.shape == (4, 32, 32, 3) and images.dtype == tf.float32
+    assert targets.shape == (4, 32, 32, 1) and targets.dtype == tf.float32
+    assert 0.0 <= float(tf.reduce_min(images)) and float(tf.reduce_max(images)) <= 1.0
+    assert set(np.unique(targets.numpy())) <= {0.0, 1.0}
+
+
+@pytest.mark.parametrize(
+    "augmentation",
+    [
+        pipeline.NO_AUGMENTATION,
+        pipeline.Augmentation(),
+        pipeline.Augmentation(affine=True, elastic=True),
+    ],
+    ids=["none", "default", "affine+elastic"],
+)
+def test_same_seed_same_batches_other_seed_other_batches(augmentation):
+    packed, _, _ = synthetic([(40, 50), (64, 64), (30, 70)])
+
+    def run(seed):
+        return batches(
+            pipeline.make_training_dataset(
+                packed, crop_size=24, batch_size=2, augmentation=augmentation, seed=seed
+            ),
+            4,
+        )
+
+    first, again, other = run(5), run(5), run(6)
+    for (x1, y1), (x2, y2) in zip(first, again, strict=True):
+        np.testing.assert_array_equal(x1, x2)
+        np.testing.assert_array_equal(y1, y2)
+    assert any(not np.array_equal(x1, x3) for (x1, _), (x3, _) in zip(first, other, strict=True))
+
+
+def test_every_image_is_visited_once_per_pass():
+    # Constant images with distinct values reveal which image each crop came from.
+    images = [np.full((20, 20, 3), value / 10, np.float32) for value in range(5)]
+    labels = [np.zeros((20, 20), np.int32) for _ in range(5)]
+    packed = pipeline.pack_samples(images, labels)
+    dataset = pipeline.make_training_dataset(
+        packed, crop_size=8, batch_size=5, augmentation=pipeline.NO_AUGMENTATION, seed=3
+    )
+    for images_batch, _ in batches(dataset, 3):
+        assert sorted(np.round(images_batch[:, 0, 0, 0] * 10).astype(int)) == [0, 1, 2, 3, 4]
+
+
+def test_small_images_are_padded_never_upscaled():
+    packed, _, labels = synthetic([(12, 20)])
+    dataset = pipeline.make_training_dataset(
+        packed, crop_size=32, batch_size=1, augmentation=pipeline.NO_AUGMENTATION, seed=0,
+        target_fn=lambda lab: tf.cast(lab, tf.float32)[..., None],
+    )  # fmt: skip
+    images, targets = next(iter(dataset))
+    target = targets.numpy()[0, ..., 0]
+    # The whole image sits inside the crop at native size: every label pixel is kept once.
+    assert np.count_nonzero(target) == np.count_nonzero(labels[0])
+    rows, cols = np.nonzero(images.numpy()[0, ..., 2])
+    assert rows.max() - rows.min() + 1 == 12 and cols.max() - cols.min() + 1 == 20
+
+
+@pytest.mark.parametrize(
+    "augmentation",
+    [pipeline.Augmentation(brightness=0, contrast=(1, 1), gamma=(1, 1)),
+     pipeline.Augmentation(brightness=0, contrast=(1, 1), gamma=(1, 1), affine=True, elastic=True)],
+    ids=["flips+rotations", "affine+elastic"],
+)  # fmt: skip
+def test_geometry_is_applied_identically_to_image_and_labels(augmentation):
+    packed, _, _ = synthetic([(64, 64), (80, 48)])
+    dataset = pipeline.make_training_dataset(
+        packed, crop_size=32, batch_size=4, augmentation=augmentation, seed=2,
+        target_fn=lambda lab: tf.cast(lab, tf.float32)[..., None],
+    )  # fmt: skip
+    for images, targets in batches(dataset, 3):
+        encoded = np.round(images[..., 0] * 10)
+        labels = targets[..., 0]
+        if augmentation.affine:
+            # Bilinear image and nearest-neighbour labels agree away from object edges.
+            assert np.mean(encoded == labels) > 0.9
+        else:
+            np.testing.assert_array_equal(encoded, labels)
+
+
+def test_intensity_augmentation_changes_only_the_image():
+    packed, _, _ = synthetic([(32, 32)])
+    geometry_only = pipeline.Augmentation(
+        flips=False, rotations=False, brightness=0, contrast=(1, 1), gamma=(1, 1)
+    )
+    full = pipeline.Augmentation(flips=False, rotations=False, brightness=0.2)
+    plain = batches(
+        pipeline.make_training_dataset(
+            packed, crop_size=32, batch_size=1, augmentation=geometry_only
+        ),
+        1,
+    )
+    changed = batches(
+        pipeline.make_training_dataset(packed, crop_size=32, batch_size=1, augmentation=full), 1
+    )
+    np.testing.assert_array_equal(plain[0][1], changed[0][1])
+    assert not np.allclose(plain[0][0], changed[0][0])
+
+
+def test_target_functions_are_pluggable_by_name_or_callable():
+    packed, _, _ = synthetic([(32, 32)])
+
+    def two_channels(labels):
+        foreground = tf.cast(labels > 0, tf.float32)
+        return tf.stack([foreground, 1.0 - foreground], -1)
+
+    dataset = pipeline.make_training_dataset(
+        packed, crop_size=16, batch_size=2, target_fn=two_channels
+    )
+    _, targets = next(iter(dataset))
+    assert targets.shape == (2, 16, 16, 2)
+    np.testing.assert_array_equal(targets.numpy().sum(-1), 1.0)
+    with pytest.raises(ValueError, match="unknown target"):
+        pipeline.get_target_fn("no-such-target")
+
+
+def test_validation_tiles_cover_every_pixel_once_or_more():
+    packed, images, _ = synthetic([(40, 50), (20, 20)])
+    dataset = pipeline.make_validation_dataset(packed, crop_size=32, batch_size=3)
+    crops = np.concatenate([x for x, _ in batches(dataset, 100)])
+    # 40x50 needs 2x2 tiles, 20x20 one padded tile.
+    assert crops.shape == (5, 32, 32, 3)
+    assert pipeline.tile_origins(50, 32) == [0, 18]
+    assert pipeline.tile_origins(20, 32) == [0]
+    np.testing.assert_allclose(crops[0], images[0][:32, :32], atol=1e-4)
+    np.testing.assert_allclose(crops[3], images[0][8:40, 18:50], atol=1e-4)
+    assert not crops[4][20:].any()
+
+
+def test_pack_samples_rejects_mismatched_input():
+    with pytest.raises(ValueError, match="image"):
+        pipeline.pack_samples([np.zeros((4, 4, 3), np.float32)], [np.zeros((4, 5), np.int32)])
+    with pytest.raises(ValueError, match="equally many"):
+        pipeline.pack_samples([], [])
+
+
+def test_bad_augmentation_settings_are_rejected():
+    with pytest.raises(ValueError, match="gamma"):
+        pipeline.Augmentation(gamma=(1.2, 0.8))
