@@ -15,10 +15,10 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import keras  # noqa: E402
-import tensorflow as tf  # noqa: E402
+import keras
+import tensorflow as tf
 
-from unet_tf import config, data, losses, model, pipeline  # noqa: E402
+from unet_tf import config, data, losses, model, pipeline
 
 REQUIRED_RATIO = 5.0
 
@@ -73,7 +73,9 @@ def main(argv=None) -> int:
     dataset = pipeline.make_training_dataset(packed, args.crop_size, args.batch_size, seed=0)
     training = training_crops_per_second(net, dataset, args.steps, args.batch_size)
 
-    print(f"\ncrop {args.crop_size}x{args.crop_size}, batch {args.batch_size}, {os.cpu_count()} CPUs")
+    print(
+        f"\ncrop {args.crop_size}x{args.crop_size}, batch {args.batch_size}, {os.cpu_count()} CPUs"
+    )
     print(f"{'what':<28}{'crops/s':>10}{'x training':>12}")
     print(f"{'training step (default U-Net)':<28}{training:>10.1f}{1.0:>12.1f}")
     for name, rate in rates.items():

@@ -5,9 +5,13 @@ import pytest
 
 from unet_tf import config, data
 
-pytestmark = pytest.mark.skipif(
-    not config.TRAIN_DIR.is_dir(), reason="DSB2018 is not unpacked (run `make data`)"
-)
+pytestmark = [
+    pytest.mark.skipif(
+        not config.TRAIN_DIR.is_dir(), reason="DSB2018 is not unpacked (run `make data`)"
+    ),
+    # Six stage1_train images have 1-2 pixels claimed by two masks: known and documented.
+    pytest.mark.filterwarnings("ignore::unet_tf.data.MaskWarning"),
+]
 
 
 def test_make_data_yields_the_stage1_images():

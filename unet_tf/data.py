@@ -30,6 +30,8 @@ import numpy as np
 import pandas as pd
 from PIL import Image, UnidentifiedImageError
 
+from unet_tf.files import atomic_path
+
 IMAGING_TYPES = ("fluorescence", "brightfield", "stained")
 # ITU-R BT.601 luma weights, the usual choice for turning RGB into one channel.
 LUMA_WEIGHTS = np.array([0.299, 0.587, 0.114], dtype=np.float32)
@@ -329,10 +331,8 @@ def read_labels_cached(
     labels = read_labels(sample_dir, shape=shape)
     if labels.max(initial=0) <= np.iinfo(np.uint16).max:
         cache_file.parent.mkdir(parents=True, exist_ok=True)
-        # Write beside the target and rename, so a killed run never leaves a torn file.
-        partial = cache_file.with_suffix(f".{os.getpid()}.tmp")
-        Image.fromarray(labels.astype(np.uint16)).save(partial, format="PNG")
-        partial.replace(cache_file)
+        with atomic_path(cache_file) as partial:
+            Image.fromarray(labels.astype(np.uint16)).save(partial, format="PNG")
     return labels
 
 

@@ -1,0 +1,74 @@
+"""Post-processing on synthetic discs: touching nuclei split, small objects and holes."""
+
+import numpy as np
+import pytest
+from conftest import disc, disc_labels
+
+from unet_tf import metrics, postprocess
+
+SHAPE = (64, 96)
+# Two discs of radius 12 whose centres are 20 px apart: they overlap in a narrow waist.
+TOUCHING = [((32, 30), 12), ((32, 50), 12)]
+
+
+def soft(mask: np.ndarray, high=0.95, low=0.05) -> np.ndarray:
+    return np.where(mask, high, low).astype(np.float32)
+
+
+def test_connected_components_merges_touching_discs():
+    true = disc_labels(SHAPE, TOUCHING)
+    labels = postprocess.connected_components(soft(true > 0))
+    assert labels.max() == 1
+    # The merged blob matches at most the larger disc, and only at the lowest thresholds.
+    assert metrics.dsb_score(true, labels) < 0.1
+
+
+def test_watershed_on_distance_splits_touching_discs():
+    true = disc_labels(SHAPE, TOUCHING)
+    labels = postprocess.watershed_instances(soft(true > 0), min_distance=2)
+    assert labels.max() == 2
+    assert metrics.dsb_score(true, labels) > 0.8
+
+
+def test_watershed_with_border_channel_splits_touching_discs():
+    true = disc_labels(SHAPE, TOUCHING)
+    # Borders: object pixels with a different label among their 8 neighbours.
+    padded = np.pad(true, 1)
+    neighbours = [padded[1 + dy : 1 + dy + SHAPE[0], 1 + dx : 1 + dx + SHAPE[1]]
+                  for dy in (-1, 0, 1) for dx in (-1, 0, 1)]  # fmt: skip
+    border = (true > 0) & np.any([n != true for n in neighbours], axis=0)
+    labels = postprocess.watershed_instances(soft(true > 0), borders=soft(border, 0.9, 0.02))
+    assert labels.max() == 2
+    assert metrics.dsb_score(true, labels) > 0.8
+
+
+def test_separate_discs_stay_whole_and_small_ones_are_dropped():
+    true = disc_labels(SHAPE, [((20, 20), 8), ((40, 70), 10), ((55, 10), 1)])
+    for labels in (
+        postprocess.connected_components(soft(true > 0), min_area=10),
+        postprocess.watershed_instances(soft(true > 0), min_area=10),
+    ):
+        assert labels.max() == 2
+        assert metrics.dsb_score(np.where(true == 3, 0, true), labels) == 1.0
+
+
+def test_holes_are_filled_with_the_surrounding_label():
+    ring = disc(SHAPE, (32, 48), 12) & ~disc(SHAPE, (32, 48), 4)
+    labels = postprocess.connected_components(soft(ring))
+    assert labels.max() == 1
+    assert (labels == 1).sum() == disc(SHAPE, (32, 48), 12).sum()
+
+
+def test_empty_prediction_gives_no_objects():
+    empty = np.zeros(SHAPE, np.float32)
+    assert postprocess.connected_components(empty).max() == 0
+    assert postprocess.watershed_instances(empty).max() == 0
+
+
+def test_relabel_sequential_and_shape_checks():
+    labels = np.array([[0, 7, 7, 3], [0, 0, 9, 9]])
+    np.testing.assert_array_equal(
+        postprocess.relabel_sequential(labels), [[0, 1, 1, 2], [0, 0, 3, 3]]
+    )
+    with pytest.raises(ValueError, match="probability map"):
+        postprocess.connected_components(np.zeros((2, 2, 2, 2)))

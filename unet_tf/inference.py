@@ -1,0 +1,150 @@
+"""Full-resolution inference for images of any size: tiling with smooth blending, and TTA.
+
+Images that fit in one tile are padded (by reflection) to a multiple of ``2**depth`` and
+predicted in one pass. Larger images are cut into overlapping square tiles, predicted in
+batches, and blended with weights that ramp down linearly across the overlap, so tile seams
+do not show and the model's memory use depends on the tile size, not the image size.
+
+Test-time augmentation (TTA) predicts the 8 flips and 90-degree rotations of the input,
+undoes each transform on its prediction and averages them.
+"""
+
+import numpy as np
+
+from unet_tf.model import crop_to_shape, model_depth, pad_to_multiple
+
+DIHEDRAL = tuple(range(8))
+
+
+def dihedral(array: np.ndarray, transform: int) -> np.ndarray:
+    """Apply one of the 8 flips/rotations (0 = identity) to the first two axes."""
+    if transform >= 4:
+        array = array[:, ::-1]
+    return np.rot90(array, transform % 4, axes=(0, 1))
+
+
+def inverse_dihedral(array: np.ndarray, transform: int) -> np.ndarray:
+    """Undo :func:`dihedral` with the same ``transform``."""
+    array = np.rot90(array, -(transform % 4), axes=(0, 1))
+    if transform >= 4:
+        array = array[:, ::-1]
+    return array
+
+
+def _predict_batch(model, batch: np.ndarray) -> np.ndarray:
+    return np.asarray(model.predict_on_batch(np.ascontiguousarray(batch, dtype=np.float32)))
+
+
+def _predict_padded(model, image: np.ndarray, multiple: int, transforms) -> np.ndarray:
+    """Average prediction over ``transforms`` of one image predicted in one pass."""
+    total = None
+    for transform in transforms:
+        padded, shape = pad_to_multiple(dihedral(image, transform), multiple)
+        prediction = crop_to_shape(_predict_batch(model, padded[None])[0], shape)
+        prediction = inverse_dihedral(prediction, transform)
+        total = prediction if total is None else total + prediction
+    return total / len(transforms)
+
+
+def tile_starts(size: int, tile: int, overlap: int) -> list[int]:
+    """Start offsets of tiles of side ``tile`` that overlap by at least ``overlap`` pixels."""
+    if size <= tile:
+        return [0]
+    step = tile - overlap
+    starts = list(range(0, size - tile, step))
+    return [*starts, size - tile]
+
+
+def blend_window(tile: int, overlap: int) -> np.ndarray:
+    """``(tile, tile)`` weights: 1 in the middle, ramping linearly to near 0 over ``overlap``."""
+    ramp = np.ones(tile, np.float32)
+    if overlap > 0:
+        edge = (np.arange(overlap, dtype=np.float32) + 0.5) / overlap
+        ramp[:overlap] = edge
+        ramp[-overlap:] = np.minimum(ramp[-overlap:], edge[::-1])
+    return np.outer(ramp, ramp)
+
+
+def predict_full(
+    model,
+    image: np.ndarray,
+    tile_size: int = 512,
+    overlap: int = 64,
+    tta: bool = False,
+    batch_size: int = 4,
+) -> np.ndarray:
+    """Predict an image of any size at full resolution.
+
+    Parameters
+    ----------
+    model : keras.Model
+        A model from :func:`unet_tf.model.get_model`.
+    image : numpy.ndarray
+        ``(height, width, channels)`` float32.
+    tile_size : int
+        Side of the square tiles; a multiple of ``2**depth``. Images whose padded size fits
+        in one tile are predicted whole.
+    overlap : int
+        Pixels shared by neighbouring tiles, blended smoothly.
+    tta : bool
+        Average over the 8 flips and rotations.
+    batch_size : int
+        Tiles (or transformed copies of a tile) per model call.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(height, width, num_classes)`` float32.
+
+    Raises
+    ------
+    ValueError
+        If the image is not 3-D or the tiling arguments do not fit the model.
+    """
+    if image.ndim != 3:
+        raise ValueError(f"image must be (height, width, channels), got shape {image.shape}")
+    multiple = 2 ** model_depth(model)
+    if tile_size % multiple or tile_size <= 0:
+        raise ValueError(f"tile_size must be a positive multiple of {multiple}, got {tile_size}")
+    if not 0 <= overlap < tile_size // 2:
+        raise ValueError(f"overlap must be in [0, tile_size / 2), got {overlap}")
+    transforms = DIHEDRAL if tta else (0,)
+    height, width = image.shape[:2]
+    if (
+        -(-height // multiple) * multiple <= tile_size
+        and -(-width // multiple) * multiple <= tile_size
+    ):
+        return _predict_padded(model, image, multiple, transforms).astype(np.float32)
+
+    # Pad small sides up to one tile so every tile is a full square.
+    padded, shape = image, (height, width)
+    pad_height, pad_width = max(0, tile_size - height), max(0, tile_size - width)
+    if pad_height or pad_width:
+        mode = "reflect" if min(height, width) > 1 else "edge"
+        padded = np.pad(image, [(0, pad_height), (0, pad_width), (0, 0)], mode=mode)
+    window = blend_window(tile_size, overlap)[..., None]
+    origins = [
+        (top, left)
+        for top in tile_starts(padded.shape[0], tile_size, overlap)
+        for left in tile_starts(padded.shape[1], tile_size, overlap)
+    ]
+    total = weights = None
+    # Each work item is one transformed tile; batches mix tiles and transforms freely.
+    items = [(origin, transform) for origin in origins for transform in transforms]
+    for start in range(0, len(items), batch_size):
+        chunk = items[start : start + batch_size]
+        batch = np.stack(
+            [
+                dihedral(padded[top : top + tile_size, left : left + tile_size], transform)
+                for (top, left), transform in chunk
+            ]
+        )
+        predictions = _predict_batch(model, batch)
+        if total is None:
+            total = np.zeros((*padded.shape[:2], predictions.shape[-1]), np.float32)
+            weights = np.zeros((*padded.shape[:2], 1), np.float32)
+        for ((top, left), transform), prediction in zip(chunk, predictions, strict=True):
+            prediction = inverse_dihedral(prediction, transform) / len(transforms)
+            total[top : top + tile_size, left : left + tile_size] += prediction * window
+            weights[top : top + tile_size, left : left + tile_size] += window / len(transforms)
+    return crop_to_shape(total / weights, shape)

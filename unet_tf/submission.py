@@ -1,0 +1,93 @@
+"""The Kaggle submission file: one row per nucleus, ``ImageId,EncodedPixels``, validated.
+
+An image in which nothing was found gets one row with an empty ``EncodedPixels``, so that
+every image of the test set appears in the file.
+"""
+
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from unet_tf.files import atomic_path
+from unet_tf.rle import labels_to_rles, parse_rle
+
+COLUMNS = ["ImageId", "EncodedPixels"]
+
+
+def submission_rows(image_id: str, labels: np.ndarray) -> list[tuple[str, str]]:
+    """Rows of one image: its objects' run-length encodings (one empty row if none)."""
+    rles = labels_to_rles(labels)
+    return [(image_id, rle) for rle in rles] or [(image_id, "")]
+
+
+def write_submission(rows: Iterable[tuple[str, str]], path: str | Path) -> pd.DataFrame:
+    """Write submission rows to ``path`` atomically and return them as a DataFrame."""
+    frame = pd.DataFrame(list(rows), columns=COLUMNS)
+    with atomic_path(path) as partial:
+        frame.to_csv(partial, index=False)
+    return frame
+
+
+def validate_submission(
+    submission: str | Path | pd.DataFrame, image_shapes: Mapping[str, tuple[int, int]]
+) -> dict:
+    """Check a submission against the test images' shapes.
+
+    Checks: the two columns; every image present and no unknown image; every run-length
+    string valid for its image (integers, sorted, not overlapping, inside the image); and no
+    pixel claimed by two objects of the same image.
+
+    Parameters
+    ----------
+    submission : path or DataFrame
+        The CSV file or its rows.
+    image_shapes : mapping
+        ``{image_id: (height, width)}`` of every test image.
+
+    Returns
+    -------
+    dict
+        ``images``, ``objects`` (non-empty rows) and ``empty_images``.
+
+    Raises
+    ------
+    ValueError
+        Naming the first problem found (the image id and row).
+    """
+    if isinstance(submission, (str, Path)):
+        frame = pd.read_csv(submission, dtype=str, keep_default_na=False)
+    else:
+        frame = submission.astype(str)
+    if list(frame.columns) != COLUMNS:
+        raise ValueError(f"submission columns must be {COLUMNS}, got {list(frame.columns)}")
+    present = set(frame["ImageId"])
+    missing = sorted(set(image_shapes) - present)
+    unknown = sorted(present - set(image_shapes))
+    if missing:
+        raise ValueError(f"{len(missing)} test images have no row, e.g. {missing[0]}")
+    if unknown:
+        raise ValueError(f"{len(unknown)} rows name images not in the test set, e.g. {unknown[0]}")
+    objects, empty_images = 0, 0
+    for image_id, group in frame.groupby("ImageId"):
+        height, width = image_shapes[image_id]
+        claimed = np.zeros(height * width, dtype=bool)
+        encodings = [rle for rle in group["EncodedPixels"] if rle.strip()]
+        if not encodings:
+            empty_images += 1
+        for row, rle in zip(group.index, group["EncodedPixels"], strict=True):
+            if not rle.strip():
+                continue
+            try:
+                runs = parse_rle(rle, (height, width))
+            except ValueError as error:
+                raise ValueError(f"{image_id} (row {row + 2}): {error}") from error
+            pixels = np.concatenate([np.arange(s - 1, s - 1 + n) for s, n in runs])
+            if claimed[pixels].any():
+                raise ValueError(
+                    f"{image_id} (row {row + 2}): overlaps another object of the image"
+                )
+            claimed[pixels] = True
+            objects += 1
+    return {"images": len(present), "objects": objects, "empty_images": empty_images}
