@@ -16,13 +16,14 @@ help: ## Show this help.
 		awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}'
 	@echo "Environment: UNET_TF_DSB2018_SOURCE (folder with the Kaggle zips), UNET_TF_DATA_DIR."
 
-setup: $(STAMP) ## Create .venv and install the pinned requirements (re-runs only when they change).
+setup: $(STAMP) ## Create .venv, install the pinned requirements, register the Jupyter kernel.
 
 $(STAMP): requirements.txt pyproject.toml
 	test -x $(PYTHON) || $(PYTHON_SYSTEM) -m venv $(VENV)
 	$(PYTHON) -m pip install --upgrade pip
 	$(PYTHON) -m pip install -r requirements.txt
 	$(PYTHON) -m pip install --no-deps -e .
+	$(PYTHON) -m ipykernel install --sys-prefix --name unet-tf --display-name "Python (unet-tf)"
 	touch $(STAMP)
 
 data: ## Unpack DSB2018 into data/raw/ (local zips, else the official download).
@@ -42,9 +43,8 @@ format: setup ## Reformat the code with ruff.
 bench: setup data ## Measure the input pipeline against the training step (benchmarks/).
 	$(PYTHON) benchmarks/pipeline.py
 
-report: setup data ## Run the notebooks into reports/ (PROFILE=full or smoke).
-	@echo "make report: the notebooks are not written yet (see the notebooks issue)." >&2
-	@exit 1
+report: setup data ## Run the notebooks into reports/ (PROFILE=full, the default, or smoke).
+	$(PYTHON) -m unet_tf.report --profile $(PROFILE)
 
 clean: ## Remove caches and generated reports (keeps .venv, data/raw and models/).
 	rm -rf .pytest_cache .ruff_cache build data/interim

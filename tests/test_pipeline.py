@@ -173,3 +173,17 @@ def test_pack_samples_rejects_mismatched_input():
 def test_bad_augmentation_settings_are_rejected():
     with pytest.raises(ValueError, match="gamma"):
         pipeline.Augmentation(gamma=(1.2, 0.8))
+
+
+def test_border_target_marks_edges_and_contact_lines():
+    labels = np.zeros((12, 16), np.int32)
+    labels[2:10, 2:8] = 1
+    labels[2:10, 8:14] = 2  # Touches nucleus 1 along column 7/8.
+    targets = pipeline.border_target(tf.constant(labels), width=1).numpy()
+    foreground, border = targets[..., 0], targets[..., 1]
+    np.testing.assert_array_equal(foreground, labels > 0)
+    assert border[5, 7] == 1 and border[5, 8] == 1  # The contact line, on both sides.
+    assert border[2, 4] == 1 and border[5, 2] == 1  # The outer edge.
+    assert border[5, 4] == 0 and border[5, 11] == 0  # The interiors.
+    assert not border[labels == 0].any()
+    assert pipeline.TARGET_CHANNELS["border"] == targets.shape[-1]

@@ -155,8 +155,11 @@ def dsb_score(true_labels, pred_labels, thresholds=DSB_THRESHOLDS) -> float:
     >>> dsb_score(t, t)
     1.0
     """
-    iou = iou_matrix(true_labels, pred_labels)
-    if iou.size == 0 and iou.shape == (0, 0):
+    return _dsb_from_iou(iou_matrix(true_labels, pred_labels), thresholds)
+
+
+def _dsb_from_iou(iou: np.ndarray, thresholds=DSB_THRESHOLDS) -> float:
+    if iou.shape == (0, 0):
         return 1.0
     scores = []
     for threshold in thresholds:
@@ -200,7 +203,11 @@ def precision_recall_f1(true_labels, pred_labels, iou_threshold: float = 0.5) ->
     >>> precision_recall_f1(t, p)["recall"]
     0.5
     """
-    tp, fp, fn = match_counts(true_labels, pred_labels, iou_threshold)
+    return _detection_from_iou(iou_matrix(true_labels, pred_labels), iou_threshold)
+
+
+def _detection_from_iou(iou: np.ndarray, iou_threshold: float) -> dict:
+    tp, fp, fn = _counts_from_iou(iou, iou_threshold)
     precision = tp / (tp + fp) if tp + fp else 1.0 if fn == 0 else 0.0
     recall = tp / (tp + fn) if tp + fn else 1.0 if fp == 0 else 0.0
     f1 = 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 1.0
@@ -233,3 +240,33 @@ def hausdorff_distance(y_true, y_pred) -> float:
     to_pred = ndimage.distance_transform_edt(~y_pred)
     to_true = ndimage.distance_transform_edt(~y_true)
     return float(max(to_pred[y_true].max(), to_true[y_pred].max()))
+
+
+def image_scores(true_labels, pred_labels) -> dict:
+    """All per-image numbers the reports show, for one pair of label images.
+
+    Returns
+    -------
+    dict
+        ``dsb_score``, ``pixel_iou``, ``dice``, ``precision``/``recall``/``f1`` at IoU 0.5,
+        ``true_count`` and ``pred_count``.
+
+    Examples
+    --------
+    >>> t = np.array([[1, 1, 0, 2]])
+    >>> image_scores(t, t)["dsb_score"], image_scores(t, t)["pred_count"]
+    (1.0, 2)
+    """
+    true_labels, pred_labels = np.asarray(true_labels), np.asarray(pred_labels)
+    iou = iou_matrix(true_labels, pred_labels)
+    detection = _detection_from_iou(iou, 0.5)
+    return {
+        "dsb_score": _dsb_from_iou(iou),
+        "pixel_iou": pixel_iou(true_labels > 0, pred_labels > 0),
+        "dice": dice(true_labels > 0, pred_labels > 0),
+        "precision": detection["precision"],
+        "recall": detection["recall"],
+        "f1": detection["f1"],
+        "true_count": iou.shape[0],
+        "pred_count": iou.shape[1],
+    }

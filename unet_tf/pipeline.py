@@ -36,7 +36,28 @@ def binary_target(labels: tf.Tensor) -> tf.Tensor:
     return tf.cast(labels > 0, tf.float32)[..., None]
 
 
-TARGETS: dict[str, Callable[[tf.Tensor], tf.Tensor]] = {"binary": binary_target}
+def border_target(labels: tf.Tensor, width: int = 2) -> tf.Tensor:
+    """Training targets ``(H, W, 2)``: channel 0 any nucleus, channel 1 nucleus borders.
+
+    A border pixel is a nucleus pixel with background or another nucleus within ``width``
+    pixels (a square neighbourhood), so touching nuclei are separated by a band of border
+    about ``2 * width`` pixels wide. Predicting it lets the watershed of
+    :func:`unet_tf.postprocess.watershed_instances` place one marker per nucleus.
+    """
+    values = tf.cast(labels, tf.float32)[None, ..., None]
+    size = 2 * width + 1
+    largest = tf.nn.max_pool2d(values, size, 1, "SAME")
+    smallest = -tf.nn.max_pool2d(-values, size, 1, "SAME")
+    foreground = values > 0
+    border = foreground & ((largest != values) | (smallest != values))
+    return tf.concat([tf.cast(foreground, tf.float32), tf.cast(border, tf.float32)], -1)[0]
+
+
+TARGETS: dict[str, Callable[[tf.Tensor], tf.Tensor]] = {
+    "binary": binary_target,
+    "border": border_target,
+}
+TARGET_CHANNELS = {"binary": 1, "border": 2}
 
 
 def get_target_fn(target: str | Callable) -> Callable[[tf.Tensor], tf.Tensor]:

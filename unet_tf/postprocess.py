@@ -156,3 +156,32 @@ def _distance_peaks(distance: np.ndarray, height: float) -> np.ndarray:
     peaks = (distance - reconstructed) > 1e-6
     markers, _ = ndimage.label(peaks, structure=np.ones((3, 3)))
     return markers
+
+
+METHODS = ("components", "watershed_distance", "watershed_border")
+
+
+def to_instances(probabilities: np.ndarray, method: str = "components", **settings) -> np.ndarray:
+    """Instance labels from a model's ``(height, width, channels)`` output by a named method.
+
+    ``components`` and ``watershed_distance`` use channel 0 (nucleus); ``watershed_border``
+    also uses channel 1 (borders) and needs a model trained on the ``border`` target.
+    ``settings`` are passed on (``threshold``, ``min_area``, ...).
+
+    Raises
+    ------
+    ValueError
+        If the method is unknown or needs a channel the output does not have.
+    """
+    probabilities = np.asarray(probabilities)
+    if probabilities.ndim == 2:
+        probabilities = probabilities[..., None]
+    if method == "components":
+        return connected_components(probabilities[..., 0], **settings)
+    if method == "watershed_distance":
+        return watershed_instances(probabilities[..., 0], **settings)
+    if method == "watershed_border":
+        if probabilities.shape[-1] < 2:
+            raise ValueError("watershed_border needs a border channel (train with target='border')")
+        return watershed_instances(probabilities[..., 0], borders=probabilities[..., 1], **settings)
+    raise ValueError(f"unknown post-processing method {method!r}; choose one of {METHODS}")

@@ -1,0 +1,184 @@
+"""Run the notebooks in order into ``reports/`` (``make report``).
+
+Each notebook in ``notebooks/`` (``NN-short-name.ipynb``, in name order) is executed with
+papermill on the project's ``unet-tf`` Jupyter kernel, with the parameters of a profile
+(``notebooks/profiles/<profile>.json``), and written to ``reports/`` as an executed notebook
+and as HTML. The run ends with ``reports/summary.md`` (headline numbers and the time each
+notebook took) and ``reports/timings.json``. A failing notebook stops the run with a non-zero
+exit status and its name; its partly executed copy stays in ``reports/`` for inspection.
+
+A profile holds ``parameters`` given to every notebook that declares them, and optional
+per-notebook ``overrides``; a parameter that no notebook declares is an error, so a typo
+cannot pass silently::
+
+    python -m unet_tf.report --profile smoke
+"""
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from unet_tf import config
+from unet_tf.files import atomic_path, write_json
+
+NOTEBOOKS_DIR = config.PROJECT_ROOT / "notebooks"
+PROFILES_DIR = NOTEBOOKS_DIR / "profiles"
+KERNEL_NAME = "unet-tf"
+
+
+def load_profile(name: str) -> dict:
+    """Read ``notebooks/profiles/<name>.json``.
+
+    Raises
+    ------
+    FileNotFoundError
+        If there is no such profile; the message lists the profiles there are.
+    """
+    path = PROFILES_DIR / f"{name}.json"
+    if not path.is_file():
+        known = sorted(p.stem for p in PROFILES_DIR.glob("*.json"))
+        raise FileNotFoundError(f"{path}: no such profile; choose one of {known}")
+    profile = json.loads(path.read_text())
+    profile.setdefault("parameters", {})
+    profile.setdefault("overrides", {})
+    return profile
+
+
+def notebook_parameters(notebooks: list[Path], profile: dict) -> dict[str, dict]:
+    """The parameters each notebook gets from a profile: those it declares, plus overrides.
+
+    Raises
+    ------
+    ValueError
+        If the profile names a parameter no notebook declares, or overrides a notebook that
+        does not exist or a parameter that notebook does not declare.
+    """
+    import papermill
+
+    declared = {nb.stem: set(papermill.inspect_notebook(str(nb))) for nb in notebooks}
+    unknown = set(profile["parameters"]) - set().union(*declared.values())
+    if unknown:
+        raise ValueError(f"profile parameters that no notebook declares: {sorted(unknown)}")
+    chosen = {}
+    for name, names in declared.items():
+        chosen[name] = {k: v for k, v in profile["parameters"].items() if k in names}
+    for name, overrides in profile["overrides"].items():
+        if name not in declared:
+            raise ValueError(f"profile overrides notebook {name!r}, which does not exist")
+        extra = set(overrides) - declared[name]
+        if extra:
+            raise ValueError(f"profile overrides {sorted(extra)} that {name} does not declare")
+        chosen[name].update(overrides)
+    return chosen
+
+
+def ensure_kernel() -> None:
+    """Register the ``unet-tf`` kernel in this environment if it is not there yet."""
+    from ipykernel.kernelspec import install
+    from jupyter_client.kernelspec import KernelSpecManager
+
+    if KERNEL_NAME not in KernelSpecManager().find_kernel_specs():
+        install(kernel_name=KERNEL_NAME, display_name="Python (unet-tf)", prefix=sys.prefix)
+
+
+def to_html(notebook_path: Path, html_path: Path) -> None:
+    """Convert an executed notebook to a standalone HTML page, atomically."""
+    import nbformat
+    from nbconvert import HTMLExporter
+
+    body, _ = HTMLExporter().from_notebook_node(nbformat.read(notebook_path, as_version=4))
+    with atomic_path(html_path) as partial:
+        partial.write_text(body, encoding="utf-8")
+
+
+def summary_markdown(profile_name: str, timings: dict[str, float], reports_dir: Path) -> str:
+    """The text of ``reports/summary.md``."""
+    lines = [f"# Report summary (profile `{profile_name}`)", ""]
+    metrics_path = reports_dir / "metrics.json"
+    if metrics_path.is_file():
+        metrics = json.loads(metrics_path.read_text())
+        lines += [
+            "Validation split of stage1_train "
+            f"({metrics['validation_images']} images, never trained on):",
+            "",
+            "| DSB score | pixel IoU | Dice | epochs trained | training minutes |",
+            "|---|---|---|---|---|",
+            f"| {metrics['dsb_score']:.3f} | {metrics['pixel_iou']:.3f} | {metrics['dice']:.3f} "
+            f"| {metrics['epochs_trained']} | {metrics['training_minutes']:.1f} |",
+            "",
+            f"Post-processing: `{metrics['postprocess']}`, TTA: {metrics['tta']}.",
+            "",
+        ]
+    submission = reports_dir / "submission.csv"
+    if submission.is_file():
+        rows = submission.read_text().count("\n") - 1
+        lines += [f"`submission.csv`: {rows} rows.", ""]
+    lines += ["| notebook | minutes |", "|---|---|"]
+    lines += [f"| {name} | {seconds / 60:.1f} |" for name, seconds in timings.items()]
+    lines += [f"| **total** | **{sum(timings.values()) / 60:.1f}** |", ""]
+    return "\n".join(lines)
+
+
+def run(profile_name: str, only: list[str] | None = None) -> int:
+    """Execute the notebooks with a profile; return the process exit status."""
+    import papermill
+
+    reports_dir = config.REPORTS_DIR
+    profile = load_profile(profile_name)
+    notebooks = sorted(NOTEBOOKS_DIR.glob("[0-9][0-9]-*.ipynb"))
+    parameters = notebook_parameters(notebooks, profile)
+    if only:
+        missing = set(only) - {nb.stem for nb in notebooks}
+        if missing:
+            raise ValueError(f"no such notebooks: {sorted(missing)}")
+        notebooks = [nb for nb in notebooks if nb.stem in only]
+    ensure_kernel()
+    reports_dir.mkdir(parents=True, exist_ok=True)
+    timings = {}
+    for notebook in notebooks:
+        output = reports_dir / notebook.name
+        print(f"[report] {notebook.stem} {parameters[notebook.stem]}", flush=True)
+        started = time.monotonic()
+        try:
+            papermill.execute_notebook(
+                str(notebook),
+                str(output),
+                parameters=parameters[notebook.stem],
+                kernel_name=KERNEL_NAME,
+                cwd=str(NOTEBOOKS_DIR),
+                progress_bar=False,
+            )
+        except papermill.PapermillExecutionError as error:
+            print(
+                f"[report] FAILED: notebook {notebook.stem} ({error.ename}: {error.evalue}); "
+                f"its partly executed copy is {output}",
+                file=sys.stderr,
+            )
+            return 1
+        timings[notebook.stem] = time.monotonic() - started
+        to_html(output, output.with_suffix(".html"))
+        print(f"[report] {notebook.stem} done in {timings[notebook.stem] / 60:.1f} min", flush=True)
+    write_json(reports_dir / "timings.json", {"profile": profile_name, "seconds": timings})
+    with atomic_path(reports_dir / "summary.md") as partial:
+        partial.write_text(summary_markdown(profile_name, timings, reports_dir))
+    print(f"[report] all done in {sum(timings.values()) / 60:.1f} min; see {reports_dir}/summary.md")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command-line entry point."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--profile", default="full", help="a name in notebooks/profiles/")
+    parser.add_argument("--only", nargs="*", help="run only these notebooks (by stem)")
+    args = parser.parse_args(argv)
+    try:
+        return run(args.profile, args.only)
+    except (FileNotFoundError, ValueError) as error:
+        print(f"make report: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
