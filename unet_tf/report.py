@@ -29,14 +29,14 @@ KERNEL_NAME = "unet-tf"
 
 
 def load_profile(name: str) -> dict:
-    """Read ``notebooks/profiles/<name>.json``.
+    """Read ``notebooks/profiles/<name>.json``, or a profile file when ``name`` ends in ``.json``.
 
     Raises
     ------
     FileNotFoundError
         If there is no such profile; the message lists the profiles there are.
     """
-    path = PROFILES_DIR / f"{name}.json"
+    path = Path(name) if name.endswith(".json") else PROFILES_DIR / f"{name}.json"
     if not path.is_file():
         known = sorted(p.stem for p in PROFILES_DIR.glob("*.json"))
         raise FileNotFoundError(f"{path}: no such profile; choose one of {known}")
@@ -163,14 +163,17 @@ def run(profile_name: str, only: list[str] | None = None) -> int:
     write_json(reports_dir / "timings.json", {"profile": profile_name, "seconds": timings})
     with atomic_path(reports_dir / "summary.md") as partial:
         partial.write_text(summary_markdown(profile_name, timings, reports_dir))
-    print(f"[report] all done in {sum(timings.values()) / 60:.1f} min; see {reports_dir}/summary.md")
+    total = sum(timings.values()) / 60
+    print(f"[report] all done in {total:.1f} min; see {reports_dir}/summary.md")
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry point."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--profile", default="full", help="a name in notebooks/profiles/")
+    parser.add_argument(
+        "--profile", default="full", help="a name in notebooks/profiles/ or a .json file"
+    )
     parser.add_argument("--only", nargs="*", help="run only these notebooks (by stem)")
     args = parser.parse_args(argv)
     try:

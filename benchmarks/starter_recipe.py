@@ -1,0 +1,92 @@
+"""The popular DSB2018 starter recipe, trained and scored on our split for comparison.
+
+The recipe of the well-known Keras U-Net starter kernel: every training image resized to
+128x128, a U-Net with 16..256 filters, binary cross-entropy, predictions resized back to the
+image size, thresholded at 0.5 and cut into nuclei by connected components. It is trained
+here on our training split, within the same wall-time budget as the default ``make report``
+training, and scored on the same validation split with the same metric, so the two numbers
+stand side by side. Writes ``reports/starter_recipe.json``.
+
+    .venv/bin/python benchmarks/starter_recipe.py [--minutes 42] [--max-images 0]
+"""
+
+import argparse
+import sys
+import time
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from unet_tf import config, data, files, metrics, model, postprocess, training
+
+SIZE = 128
+
+
+def resize(array: np.ndarray, shape, method: str) -> np.ndarray:
+    return tf.image.resize(array, shape, method=method).numpy()
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--minutes", type=float, default=42.0, help="training wall-time budget")
+    parser.add_argument("--epochs", type=int, default=1000, help="upper bound on epochs")
+    parser.add_argument("--max-images", type=int, default=0, help="0 means all")
+    parser.add_argument("--seed", type=int, default=2018)
+    args = parser.parse_args(argv)
+
+    keras.utils.set_random_seed(args.seed)
+    train_ids, validation_ids = data.train_validation_ids(config.TRAIN_DIR, config.VALIDATION_IDS)
+    if args.max_images:
+        train_ids, validation_ids = train_ids[: args.max_images], validation_ids[: args.max_images]
+    cache = config.INTERIM_DIR / "labels" / "stage1_train"
+    train = data.load_samples(config.TRAIN_DIR, ids=train_ids, cache_dir=cache)
+    images = np.stack([resize(image, (SIZE, SIZE), "bilinear") for _, image, _ in train])
+    masks = np.stack(
+        [resize((labels > 0)[..., None], (SIZE, SIZE), "nearest") for *_, labels in train]
+    )
+
+    # The starter kernel's network: depth 4, 16..256 filters, no batch normalisation,
+    # dropout between the convolutions, sigmoid output.
+    net = model.get_model(depth=4, base_filters=16, batch_norm=False, dropout_rate=0.1)
+    net.compile(optimizer="adam", loss="binary_crossentropy")
+    started = time.monotonic()
+    history = net.fit(
+        images,
+        masks.astype(np.float32),
+        batch_size=16,
+        epochs=args.epochs,
+        validation_split=0.1,
+        callbacks=[
+            keras.callbacks.EarlyStopping(patience=5, restore_best_weights=True),
+            training.TimeLimit(args.minutes),
+        ],
+        verbose=2,
+    )
+    minutes = (time.monotonic() - started) / 60
+
+    scores = []
+    for _, image, labels in data.load_samples(
+        config.TRAIN_DIR, ids=validation_ids, cache_dir=cache
+    ):
+        small = resize(image, (SIZE, SIZE), "bilinear")
+        probability = net.predict(small[None], verbose=0)[0]
+        probability = resize(probability, image.shape[:2], "bilinear")[..., 0]
+        predicted = postprocess.connected_components(probability, threshold=0.5, min_area=1)
+        scores.append(metrics.image_scores(labels, predicted))
+    result = {
+        "recipe": "128x128 resize, U-Net 16..256 filters, BCE, threshold 0.5, connected components",
+        "dsb_score": float(np.mean([s["dsb_score"] for s in scores])),
+        "pixel_iou": float(np.mean([s["pixel_iou"] for s in scores])),
+        "dice": float(np.mean([s["dice"] for s in scores])),
+        "validation_images": len(scores),
+        "epochs_trained": len(history.history["loss"]),
+        "training_minutes": round(minutes, 2),
+    }
+    files.write_json(config.REPORTS_DIR / "starter_recipe.json", result)
+    print(result)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,136 @@
+"""The notebooks and `make report`: hygiene of the committed notebooks, profiles, smoke run."""
+
+import ast
+import json
+import os
+import subprocess
+import sys
+
+import nbformat
+import pandas as pd
+import pytest
+
+from unet_tf import config, data, report, submission
+
+NOTEBOOKS = sorted((config.PROJECT_ROOT / "notebooks").glob("[0-9][0-9]-*.ipynb"))
+COMMON = {"max_images", "seed"}
+
+
+def test_the_four_notebooks_exist_in_run_order():
+    assert [nb.stem for nb in NOTEBOOKS] == [
+        "01-exploration",
+        "02-training",
+        "03-results",
+        "04-submission",
+    ]
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_is_committed_clean_with_one_parameters_cell_after_the_imports(path):
+    notebook = nbformat.read(path, as_version=4)
+    code = [cell for cell in notebook.cells if cell.cell_type == "code"]
+    assert all(not cell.outputs and cell.execution_count is None for cell in code)
+    tagged = [i for i, cell in enumerate(code) if "parameters" in cell.metadata.get("tags", [])]
+    assert tagged == [1], "one parameters cell, the second code cell (after the imports)"
+    imports = ast.parse(code[0].source).body
+    assert all(isinstance(node, (ast.Import, ast.ImportFrom)) for node in imports)
+    names = set()
+    for line, node in zip(code[1].source.splitlines(), ast.parse(code[1].source).body, strict=True):
+        # Literal, type-annotated defaults, each with an inline comment.
+        assert isinstance(node, ast.AnnAssign) and isinstance(node.value, ast.Constant), line
+        assert "  # " in line, f"no inline comment: {line}"
+        names.add(node.target.id)
+    assert COMMON <= names
+    assert notebook.metadata["kernelspec"]["name"] == report.KERNEL_NAME
+
+
+def test_profiles_only_name_parameters_the_notebooks_declare():
+    for profile_path in report.PROFILES_DIR.glob("*.json"):
+        chosen = report.notebook_parameters(NOTEBOOKS, report.load_profile(profile_path.stem))
+        assert set(chosen) == {nb.stem for nb in NOTEBOOKS}
+
+
+def test_profile_mistakes_are_refused(monkeypatch, tmp_path):
+    with pytest.raises(ValueError, match="no notebook declares"):
+        report.notebook_parameters(NOTEBOOKS, {"parameters": {"epochz": 1}, "overrides": {}})
+    bad_override = {"parameters": {}, "overrides": {"01-exploration": {"epochs": 1}}}
+    with pytest.raises(ValueError, match="does not declare"):
+        report.notebook_parameters(NOTEBOOKS, bad_override)
+    with pytest.raises(FileNotFoundError, match="choose one of"):
+        report.load_profile("no-such-profile")
+
+
+def run_report(tmp_path, *args, timeout=900):
+    env = {
+        **os.environ,
+        "UNET_TF_MODELS_DIR": str(tmp_path / "models"),
+        "UNET_TF_REPORTS_DIR": str(tmp_path / "reports"),
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "unet_tf.report", *args],
+        cwd=config.PROJECT_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+needs_data = pytest.mark.skipif(
+    not config.TEST_DIR.is_dir(), reason="DSB2018 is not unpacked (run `make data`)"
+)
+
+
+@needs_data
+def test_smoke_profile_runs_every_notebook_and_writes_the_reports(tmp_path):
+    result = run_report(tmp_path, "--profile", "smoke")
+    assert result.returncode == 0, result.stderr[-3000:]
+    reports = tmp_path / "reports"
+    for notebook in NOTEBOOKS:
+        assert (reports / f"{notebook.stem}.ipynb").is_file()
+        assert (reports / f"{notebook.stem}.html").stat().st_size > 10_000
+    for figure in [
+        "01-samples.png",
+        "02-learning-curves.png",
+        "03-threshold-sweep.png",
+        "03-best-and-worst.png",
+        "04-submission-preview.png",
+    ]:
+        assert (reports / "figures" / figure).is_file(), figure
+    for name in ["unet.keras", "unet.json", "unet.log.csv"]:
+        assert (tmp_path / "models" / name).is_file(), name
+    record = json.loads((tmp_path / "models" / "unet.json").read_text())
+    assert record["parameters"]["epochs"] == 2 and "tensorflow" in record["environment"]
+    metrics = json.loads((reports / "metrics.json").read_text())
+    for key in ["dsb_score", "pixel_iou", "dice", "epochs_trained", "postprocess", "ablation"]:
+        assert key in metrics
+    assert metrics["validation_images"] == 6
+    # The submission covers every stage 1 test image and passes the validator.
+    shapes = {
+        image_id: image.shape[:2]
+        for image_id, image, _ in data.load_samples(config.TEST_DIR, with_labels=False)
+    }
+    assert len(shapes) == 65
+    check = submission.validate_submission(reports / "submission.csv", shapes)
+    assert check["images"] == 65
+    assert set(pd.read_csv(reports / "submission.csv").ImageId) == set(shapes)
+    summary = (reports / "summary.md").read_text()
+    assert "02-training" in summary and "DSB score" in summary
+    timings = json.loads((reports / "timings.json").read_text())
+    assert set(timings["seconds"]) == {nb.stem for nb in NOTEBOOKS}
+
+
+@needs_data
+def test_a_bad_parameter_stops_training_before_it_starts_and_names_the_notebook(tmp_path):
+    profile = tmp_path / "negative-epochs.json"
+    profile.write_text(json.dumps({"parameters": {"epochs": -1}}))
+    result = run_report(tmp_path, "--profile", str(profile), "--only", "02-training")
+    assert result.returncode == 1
+    assert "02-training" in result.stderr and "must be positive" in result.stderr
+    assert not (tmp_path / "models" / "unet.keras").exists()
+
+
+def test_unknown_profile_exits_with_a_message(tmp_path):
+    result = run_report(tmp_path, "--profile", "nope", timeout=120)
+    assert result.returncode == 2
+    assert "choose one of" in result.stderr and "Traceback" not in result.stderr
