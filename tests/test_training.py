@@ -26,7 +26,7 @@ def test_save_model_is_atomic_and_loadable(tmp_path):
     image = np.random.default_rng(0).random((1, 8, 8, 3)).astype(np.float32)
     loaded = keras.models.load_model(path, compile=False)
     np.testing.assert_allclose(loaded.predict(image, verbose=0), net.predict(image, verbose=0))
-    with pytest.raises(ValueError, match=".keras"):
+    with pytest.raises(ValueError, match=r"must end in \.keras"):
         training.save_model(net, tmp_path / "m.h5")
 
 
