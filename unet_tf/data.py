@@ -71,7 +71,7 @@ def _is_16bit_colour_png(path: Path) -> bool:
         header[:8] == b"\x89PNG\r\n\x1a\n"
         and len(header) == 26
         and header[24] == 16
-        and (header[25] in (2, 6))
+        and header[25] in (2, 6)
     )
 
 
@@ -330,7 +330,6 @@ def read_labels_cached(
                 return labels
     labels = read_labels(sample_dir, shape=shape)
     if labels.max(initial=0) <= np.iinfo(np.uint16).max:
-        cache_file.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(cache_file) as partial:
             Image.fromarray(labels.astype(np.uint16)).save(partial, format="PNG")
     return labels
