@@ -7,6 +7,12 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+# mkstemp creates files readable by their owner only; finished outputs should get the
+# permissions any other file written here would get. The umask can only be read by
+# setting it, so it is read once, at import, before any threads write files.
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
 
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
@@ -28,6 +34,8 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     partial = Path(name)
     try:
         yield partial
+        if partial.exists():
+            os.chmod(partial, 0o666 & ~_UMASK)
         os.replace(partial, path)
     finally:
         partial.unlink(missing_ok=True)
