@@ -61,3 +61,33 @@ def test_focal_loss_reduces_to_weighted_bce_with_gamma_zero(masks):
 def test_unknown_loss_name_lists_the_choices():
     with pytest.raises(ValueError, match=r"unknown loss 'dcie'.*bce_dice"):
         losses.get_loss("dcie")
+
+
+@pytest.mark.parametrize("name", sorted(losses.LOSSES))
+def test_unit_pixel_weights_change_nothing(masks, name):
+    y_true, y_pred = masks
+    weights = np.ones((*y_true.shape[:-1], 1), np.float32)
+    weighted = losses.get_loss(name, pixel_weights=True)
+    np.testing.assert_allclose(
+        as_numpy(weighted(np.concatenate([y_true, weights], -1), y_pred)),
+        as_numpy(losses.get_loss(name)(y_true, y_pred)),
+        rtol=1e-5,
+    )
+
+
+@pytest.mark.parametrize("name", ["bce", "bce_dice", "focal"])
+def test_pixel_weights_stress_the_weighted_pixels(masks, name):
+    y_true, _ = masks
+    weights = np.ones((*y_true.shape[:-1], 1), np.float32)
+    weights[:, :4] = 5.0
+    # The same error is made once in the weighted rows and once in the others.
+    error_in_weighted, error_elsewhere = y_true.copy(), y_true.copy()
+    error_in_weighted[:, 1] = 1 - error_in_weighted[:, 1]
+    error_elsewhere[:, 6] = 1 - error_elsewhere[:, 6]
+    loss = losses.get_loss(name, pixel_weights=True)
+    target = np.concatenate([y_true, weights], -1)
+
+    def value(prediction):
+        return as_numpy(loss(target, np.clip(prediction, 0.05, 0.95)))
+
+    assert np.all(value(error_in_weighted) > value(error_elsewhere))

@@ -187,3 +187,48 @@ def test_border_target_marks_edges_and_contact_lines():
     assert border[5, 4] == 0 and border[5, 11] == 0  # The interiors.
     assert not border[labels == 0].any()
     assert pipeline.TARGET_CHANNELS["border"] == targets.shape[-1]
+
+
+def test_contact_zone_covers_the_gap_between_nuclei_and_nothing_else():
+    labels = np.zeros((12, 24), np.int32)
+    labels[2:10, 2:8] = 1
+    labels[2:10, 10:16] = 2  # A two-pixel gap (columns 8 and 9) from nucleus 1.
+    labels[2:10, 22:24] = 3  # Seven pixels from nucleus 2: beyond twice a distance of 3.
+    zone = pipeline.contact_zone(tf.constant(labels), distance=3).numpy()
+    assert zone[5, 8] and zone[5, 9]  # The gap itself.
+    assert zone[5, 7] and zone[5, 10]  # The facing edges of both nuclei.
+    assert not zone[5, 3] and not zone[5, 14]  # Interiors away from the gap.
+    assert not zone[:, 17:].any()  # Nucleus 3 has no neighbour within 3 pixels.
+    assert not pipeline.contact_zone(tf.constant(labels), distance=1).numpy()[5, 7]
+
+
+def test_contact_weights_append_a_weight_channel():
+    labels = np.zeros((12, 24), np.int32)
+    labels[2:10, 2:8], labels[2:10, 9:16] = 1, 2
+    target_fn = pipeline.with_contact_weights("border", weight=4.0, distance=2)
+    targets = target_fn(tf.constant(labels)).numpy()
+    assert targets.shape == (12, 24, pipeline.TARGET_CHANNELS["border"] + 1)
+    np.testing.assert_array_equal(targets[..., :2], pipeline.border_target(tf.constant(labels)))
+    assert set(np.unique(targets[..., 2])) == {1.0, 5.0}
+    assert targets[5, 8, 2] == 5.0 and targets[5, 4, 2] == 1.0
+    with pytest.raises(ValueError, match="weight"):
+        pipeline.with_contact_weights("border", weight=-1.0)
+
+
+def test_a_model_trains_on_contact_weighted_targets():
+    from unet_tf import keras_metrics, losses, model
+
+    labels = disc_labels((32, 32), [((12, 10), 6), ((12, 22), 6), ((24, 16), 5)])
+    image = (labels > 0).astype(np.float32)[..., None].repeat(3, -1)
+    samples = pipeline.pack_samples([image], [labels])
+    target_fn = pipeline.with_contact_weights("border", weight=5.0)
+    dataset = pipeline.make_training_dataset(samples, 16, 2, target_fn, seed=0)
+    net = model.get_model(num_classes=2, depth=1, base_filters=2)
+    net.compile(
+        optimizer="adam",
+        loss=losses.get_loss("bce_dice", pixel_weights=True),
+        metrics=[keras_metrics.PixelIoU(channel=0)],
+    )
+    history = net.fit(dataset, steps_per_epoch=2, epochs=1, verbose=0)
+    assert np.isfinite(history.history["loss"][0])
+    assert 0.0 <= history.history["pixel_iou"][0] <= 1.0
