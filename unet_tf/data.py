@@ -50,6 +50,8 @@ def _open_pixels(path: Path) -> np.ndarray:
         raise ValueError(f"{path}: the file is empty (0 bytes)")
     if _is_16bit_colour_png(path):
         return _decode_png_16bit(path)
+    if path.suffix.lower() in (".tif", ".tiff"):
+        return _read_tiff(path)
     try:
         with Image.open(path) as image:
             image.load()
@@ -60,6 +62,22 @@ def _open_pixels(path: Path) -> np.ndarray:
             return np.asarray(image)
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
         raise ValueError(f"{path}: cannot read the image ({error})") from error
+
+
+def _read_tiff(path: Path) -> np.ndarray:
+    # Pillow reads few TIFF flavours (not 16-bit colour, not most microscope files), so
+    # TIFFs go through tifffile. Only the first page of a multi-page file is read.
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(path) as tiff:
+            pixels = tiff.pages.first.asarray()
+    except Exception as error:  # tifffile raises many types for broken files.
+        raise ValueError(f"{path}: cannot read the TIFF image ({error})") from error
+    # Channels-first files (C, H, W) with few channels are turned channels-last.
+    if pixels.ndim == 3 and pixels.shape[0] in (2, 3, 4) and pixels.shape[-1] > 4:
+        pixels = np.moveaxis(pixels, 0, -1)
+    return pixels
 
 
 def _is_16bit_colour_png(path: Path) -> bool:
@@ -107,6 +125,19 @@ def _to_unit_range(pixels: np.ndarray, path: Path) -> np.ndarray:
     raise ValueError(f"{path}: unsupported pixel type {pixels.dtype}")
 
 
+def read_pixels(path: str | Path) -> np.ndarray:
+    """Decode an image file into its raw pixel values, in the file's own type and channels.
+
+    Raises
+    ------
+    FileNotFoundError
+        If the file does not exist.
+    ValueError
+        If the file is empty, truncated or not an image.
+    """
+    return _open_pixels(Path(path))
+
+
 def read_image(path: str | Path, channels: int = 3) -> np.ndarray:
     """Read an image file as float32 in [0, 1] with shape ``(height, width, channels)``.
 
@@ -129,7 +160,18 @@ def read_image(path: str | Path, channels: int = 3) -> np.ndarray:
     if channels not in (1, 3):
         raise ValueError(f"channels must be 1 or 3, got {channels!r}")
     path = Path(path)
-    pixels = _open_pixels(path)
+    return pixels_to_image(_open_pixels(path), path, channels)
+
+
+def pixels_to_image(
+    pixels: np.ndarray, path: str | Path = "image", channels: int = 3
+) -> np.ndarray:
+    """Float32 ``(height, width, channels)`` in [0, 1] from raw pixels, as :func:`read_image`.
+
+    ``path`` only names the source in error messages.
+    """
+    if channels not in (1, 3):
+        raise ValueError(f"channels must be 1 or 3, got {channels!r}")
     image = _to_unit_range(pixels, path)
     if image.ndim == 2:
         image = image[..., None]

@@ -9,9 +9,14 @@ Test-time augmentation (TTA) predicts the 8 flips and 90-degree rotations of the
 undoes each transform on its prediction and averages them.
 """
 
+import json
+from pathlib import Path
+
 import numpy as np
 
+from unet_tf import files
 from unet_tf.model import crop_to_shape, model_depth, pad_to_multiple
+from unet_tf.postprocess import to_instances
 
 DIHEDRAL = tuple(range(8))
 
@@ -69,7 +74,7 @@ def predict_full(
     model,
     image: np.ndarray,
     tile_size: int = 512,
-    overlap: int = 64,
+    overlap: int | None = None,
     tta: bool = False,
     batch_size: int = 4,
 ) -> np.ndarray:
@@ -84,8 +89,9 @@ def predict_full(
     tile_size : int
         Side of the square tiles; a multiple of ``2**depth``. Images whose padded size fits
         in one tile are predicted whole.
-    overlap : int
-        Pixels shared by neighbouring tiles, blended smoothly.
+    overlap : int, optional
+        Pixels shared by neighbouring tiles, blended smoothly; by default an eighth of the
+        tile (64 pixels for 512-pixel tiles).
     tta : bool
         Average over the 8 flips and rotations.
     batch_size : int
@@ -106,6 +112,8 @@ def predict_full(
     multiple = 2 ** model_depth(model)
     if tile_size % multiple or tile_size <= 0:
         raise ValueError(f"tile_size must be a positive multiple of {multiple}, got {tile_size}")
+    if overlap is None:
+        overlap = tile_size // 8
     if not 0 <= overlap < tile_size // 2:
         raise ValueError(f"overlap must be in [0, tile_size / 2), got {overlap}")
     transforms = DIHEDRAL if tta else (0,)
@@ -148,3 +156,76 @@ def predict_full(
             total[top : top + tile_size, left : left + tile_size] += prediction * window
             weights[top : top + tile_size, left : left + tile_size] += window / len(transforms)
     return crop_to_shape(total / weights, shape)
+
+
+# Used when a model has no tuned settings beside it: the method that needs only channel 0,
+# at the threshold a sigmoid output is trained around.
+FALLBACK_SETTINGS = {
+    "postprocess": {"method": "components", "threshold": 0.5, "min_area": 15},
+    "tta": False,
+    "tile_size": 512,
+}
+
+
+def settings_path(model_path: str | Path) -> Path:
+    """Where the tuned inference settings of a model live: ``<model>.inference.json``."""
+    model_path = Path(model_path)
+    return model_path.with_name(f"{model_path.stem}.inference.json")
+
+
+def write_settings(
+    model_path: str | Path, postprocess: dict, tta: bool, tile_size: int, **extra
+) -> Path:
+    """Store the post-processing, TTA and tile size chosen for a model beside it.
+
+    ``03-results`` tunes them on the validation split; ``04-submission``, ``predict`` and
+    the Kaggle kernel read them back with :func:`read_settings`, so that every use of a
+    model segments the same way. ``extra`` (scores, say) is stored for the record.
+    """
+    if "method" not in postprocess:
+        raise ValueError("postprocess needs a 'method' (see unet_tf.postprocess.METHODS)")
+    path = settings_path(model_path)
+    files.write_json(
+        path, {"postprocess": postprocess, "tta": bool(tta), "tile_size": int(tile_size), **extra}
+    )
+    return path
+
+
+def read_settings(model_path: str | Path) -> dict:
+    """Read the settings written by :func:`write_settings` for a model.
+
+    Raises
+    ------
+    FileNotFoundError
+        If the model has no settings file; the message says how to make one.
+    ValueError
+        If the file is not valid JSON or lacks a field.
+    """
+    path = settings_path(model_path)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{path}: no tuned inference settings for {Path(model_path).name}; "
+            "run notebooks/03-results (or make report) to tune them on the validation split"
+        )
+    try:
+        settings = json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path}: not valid JSON ({error})") from error
+    missing = {"postprocess", "tta", "tile_size"} - set(settings)
+    if missing or "method" not in settings.get("postprocess", {}):
+        raise ValueError(f"{path}: missing fields {sorted(missing) or ['postprocess.method']}")
+    return settings
+
+
+def segment(
+    model, image: np.ndarray, postprocess: dict, tta: bool = False, tile_size: int = 512
+) -> np.ndarray:
+    """Instance labels of an image of any size: :func:`predict_full`, then post-processing.
+
+    ``postprocess`` holds ``method`` and the settings of
+    :func:`unet_tf.postprocess.to_instances`, as stored by :func:`write_settings`.
+    """
+    settings = dict(postprocess)
+    method = settings.pop("method")
+    output = predict_full(model, image, tile_size=tile_size, tta=tta)
+    return to_instances(output, method, **settings)

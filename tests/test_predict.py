@@ -1,0 +1,152 @@
+"""``python -m unet_tf predict``: labels, measurements, skips and exit status on known discs."""
+
+import keras
+import numpy as np
+import pandas as pd
+import pytest
+import tifffile
+from conftest import disc, disc_labels
+from keras import layers
+from PIL import Image
+
+from unet_tf import inference, predict
+from unet_tf.__main__ import main as cli
+
+DISCS_8BIT = [((20, 20), 8), ((20, 60), 10), ((70, 40), 12)]
+DISCS_16BIT = [((15, 15), 6), ((15, 70), 7), ((60, 20), 9), ((65, 70), 11)]
+SHAPE = (100, 90)
+
+
+@pytest.fixture(scope="module")
+def model_path(tmp_path_factory):
+    """A model that marks bright pixels, so the nuclei found are exactly the discs drawn.
+
+    Its one 1x1 convolution gives sigmoid(20 * mean(RGB) - 10): near 1 on the discs and
+    near 0 on the black background. The tuned settings beside it use tiles smaller than the
+    images, so the tiled path is the one exercised.
+    """
+    inputs = keras.Input((None, None, 3))
+    outputs = layers.Conv2D(1, 1, activation="sigmoid", name="threshold")(inputs)
+    net = keras.Model(inputs, outputs)
+    net.get_layer("threshold").set_weights(
+        [np.full((1, 1, 3, 1), 20 / 3, np.float32), np.array([-10.0], np.float32)]
+    )
+    path = tmp_path_factory.mktemp("model") / "discs.keras"
+    net.save(path)
+    postprocess = {"method": "components", "threshold": 0.5, "min_area": 5}
+    inference.write_settings(path, postprocess, tta=False, tile_size=64)
+    return path
+
+
+@pytest.fixture
+def inputs(tmp_path):
+    folder = tmp_path / "images"
+    folder.mkdir()
+    rgb = np.repeat((disc_labels(SHAPE, DISCS_8BIT) > 0)[..., None], 3, -1).astype(np.uint8) * 255
+    Image.fromarray(rgb).save(folder / "cells.png")
+    # A 16-bit TIFF that uses 12 bits, as microscope cameras write them.
+    gray = (disc_labels(SHAPE, DISCS_16BIT) > 0).astype(np.uint16) * 4000
+    tifffile.imwrite(folder / "camera.tif", gray)
+    (folder / "broken.png").write_text("this is not a PNG")
+    (folder / "notes.txt").write_text("not an image suffix, so not picked up from a folder")
+    return folder
+
+
+def run(model_path, *arguments):
+    return cli(["predict", "--model", str(model_path), "--quiet", *arguments])
+
+
+def test_predict_segments_measures_and_reports_the_skipped_file(
+    model_path, inputs, tmp_path, capsys
+):
+    output = tmp_path / "out"
+    status = run(model_path, str(inputs), "-o", str(output), "--pixel-size", "0.5")
+    assert status == 1  # One file was skipped.
+    stderr = capsys.readouterr().err
+    assert "broken.png" in stderr and "cannot read" in stderr
+    assert "1 of 3 images skipped" in stderr
+
+    for name, discs in (("cells", DISCS_8BIT), ("camera", DISCS_16BIT)):
+        labels = tifffile.imread(output / f"{name}_labels.tif")
+        assert labels.dtype == np.uint16 and labels.shape == SHAPE
+        assert labels.max() == len(discs)
+        # Every disc is one nucleus, pixel for pixel.
+        found = sorted(int((labels == value).sum()) for value in range(1, len(discs) + 1))
+        assert found == sorted(int(disc(SHAPE, c, r).sum()) for c, r in discs)
+        overlay = np.asarray(Image.open(output / f"{name}_overlay.png"))
+        assert overlay.shape == (*SHAPE, 3)
+    assert not (output / "broken_labels.tif").exists()
+
+    nuclei = pd.read_csv(output / "nuclei.csv")
+    assert list(nuclei.columns) == predict.NUCLEUS_COLUMNS + predict.MICROMETRE_COLUMNS
+    assert nuclei.groupby("image").size().to_dict() == {"camera.tif": 4, "cells.png": 3}
+    np.testing.assert_allclose(nuclei.area_um2, nuclei.area * 0.25)
+    camera = nuclei[nuclei.image == "camera.tif"]
+    np.testing.assert_allclose(camera.mean_intensity, 4000.0)  # Raw 16-bit values.
+    radius = np.sqrt(camera.area / np.pi)
+    np.testing.assert_allclose(camera.equivalent_diameter, 2 * radius, rtol=1e-5)
+
+    summary = pd.read_csv(output / "summary.csv").set_index("image")
+    assert summary.loc["cells.png", "nuclei"] == 3
+    assert summary.loc["camera.tif", "nuclei"] == 4
+    assert summary.loc["cells.png", "coverage"] == pytest.approx(
+        (disc_labels(SHAPE, DISCS_8BIT) > 0).mean(), rel=1e-5
+    )
+
+
+def test_existing_outputs_are_kept_unless_overwrite(model_path, inputs, tmp_path, capsys):
+    output = tmp_path / "out"
+    (inputs / "broken.png").unlink()
+    assert run(model_path, str(inputs), "-o", str(output)) == 0
+    first = (output / "nuclei.csv").read_bytes()
+    (output / "nuclei.csv").write_text("edited by the user")
+    assert run(model_path, str(inputs), "-o", str(output)) == 2
+    assert "--overwrite" in capsys.readouterr().err
+    assert (output / "nuclei.csv").read_text() == "edited by the user"
+    assert run(model_path, str(inputs), "-o", str(output), "--overwrite") == 0
+    assert (output / "nuclei.csv").read_bytes() == first
+
+
+def test_png_labels_and_single_files(model_path, inputs, tmp_path):
+    output = tmp_path / "out"
+    status = run(model_path, str(inputs / "cells.png"), "-o", str(output), "--format", "png")
+    assert status == 0
+    labels = np.asarray(Image.open(output / "cells_labels.png"))
+    assert labels.max() == len(DISCS_8BIT)
+    assert sorted(p.name for p in output.iterdir()) == [
+        "cells_labels.png",
+        "cells_overlay.png",
+        "nuclei.csv",
+        "summary.csv",
+    ]
+
+
+@pytest.mark.parametrize(
+    "arguments, message",
+    [
+        (["missing-folder", "-o", "out"], "no such file or folder"),
+        (["{inputs}", "-o", "out", "--pixel-size", "-1"], "--pixel-size must be positive"),
+        (["{inputs}", "-o", "out", "--model", "nowhere.keras"], "train one with `make report`"),
+    ],
+)
+def test_bad_arguments_exit_2_with_a_clear_message(
+    model_path, inputs, tmp_path, capsys, arguments, message
+):
+    arguments = [a.replace("{inputs}", str(inputs)) for a in arguments]
+    arguments = [str(tmp_path / a) if a in ("out", "missing-folder") else a for a in arguments]
+    assert run(model_path, *arguments) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_inputs_with_the_same_name_get_distinct_outputs(tmp_path):
+    paths = [tmp_path / "a" / "x.png", tmp_path / "b" / "x.png", tmp_path / "a" / "x.tif"]
+    names = predict.output_names(paths)
+    labels = [names[p]["labels"] for p in paths]
+    assert len(set(labels)) == 3 and labels[0] == "x_labels.tif"
+
+
+def test_untuned_models_fall_back_and_say_so(model_path, tmp_path):
+    copy = tmp_path / "copy.keras"
+    copy.write_bytes(model_path.read_bytes())
+    _, settings, tuned = predict.load_model_and_settings(copy)
+    assert not tuned and settings["postprocess"]["method"] == "components"
