@@ -150,3 +150,8 @@ def test_untuned_models_fall_back_and_say_so(model_path, tmp_path):
     copy.write_bytes(model_path.read_bytes())
     _, settings, tuned = predict.load_model_and_settings(copy)
     assert not tuned and settings["postprocess"]["method"] == "components"
+
+
+def test_a_tile_size_the_model_cannot_take_is_refused(model_path, inputs, tmp_path, capsys):
+    bad = run(model_path, str(inputs), "-o", str(tmp_path / "o"), "--tile-size", "-8")
+    assert bad == 2 and "tile size" in capsys.readouterr().err

@@ -4,13 +4,16 @@ Commands
 --------
 predict
     Segment, count and measure nuclei in your own images (see :mod:`unet_tf.predict`).
+export
+    Export a trained model to SavedModel, TFLite and ONNX, checked against the original
+    (see :mod:`unet_tf.export`).
 """
 
 import argparse
 import sys
 from collections.abc import Sequence
 
-COMMANDS = {"predict": "unet_tf.predict"}
+COMMANDS = {"predict": "unet_tf.predict", "export": "unet_tf.export"}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -109,7 +109,13 @@ def get_model(
 
 
 def model_depth(model: keras.Model) -> int:
-    """Return the number of 2x downsamplings of a model built by :func:`get_model`."""
+    """Return the number of 2x downsamplings of a model built by :func:`get_model`.
+
+    Objects that are not Keras models (an exported model wrapped for inference, say) give
+    it as their ``depth`` attribute.
+    """
+    if hasattr(model, "depth") and not isinstance(model, keras.Model):
+        return int(model.depth)
     return sum(isinstance(layer, layers.MaxPooling2D) for layer in model.layers)
 
 

@@ -378,6 +378,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (FileNotFoundError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    from unet_tf.model import model_depth
+
     if not tuned:
         from unet_tf import inference
 
@@ -390,6 +392,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings["tta"] = False
     if args.tile_size:
         settings["tile_size"] = args.tile_size
+    multiple = 2 ** model_depth(net)
+    if settings["tile_size"] <= 0 or settings["tile_size"] % multiple:
+        print(
+            f"error: the tile size must be a positive multiple of {multiple} for this model, "
+            f"got {settings['tile_size']}",
+            file=sys.stderr,
+        )
+        return 2
     args.output.mkdir(parents=True, exist_ok=True)
     try:
         nuclei, summary, skipped = predict_images(
@@ -401,14 +411,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             label_format=args.label_format,
             progress=not args.quiet,
         )
-    except ValueError as error:  # Bad --tile-size for this model, say.
+    except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     _write_csv(args.output / "nuclei.csv", nuclei)
     _write_csv(args.output / "summary.csv", summary)
     done = len(paths) - len(skipped)
     print(f"{done} images, {len(nuclei)} nuclei -> {args.output}")
-    for path, reason in skipped:
+    for _, reason in skipped:
         print(f"skipped: {reason}", file=sys.stderr)
     if skipped:
         print(f"{len(skipped)} of {len(paths)} images skipped", file=sys.stderr)
