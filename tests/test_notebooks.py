@@ -118,6 +118,17 @@ def test_smoke_profile_runs_every_notebook_and_writes_the_reports(tmp_path):
     assert "02-training" in summary and "DSB score" in summary
     timings = json.loads((reports / "timings.json").read_text())
     assert set(timings["seconds"]) == {nb.stem for nb in NOTEBOOKS}
+    assert not (reports / ".running").exists()
+
+    # A second run does nothing expensive; a lost output reruns only what makes it.
+    again = run_report(tmp_path, "--profile", "smoke")
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert again.stdout.count("is up to date") == 4
+    (reports / "submission.csv").unlink()
+    third = run_report(tmp_path, "--profile", "smoke")
+    assert third.returncode == 0, third.stderr[-3000:]
+    assert third.stdout.count("is up to date") == 3 and "04-submission done" in third.stdout
+    assert (reports / "submission.csv").is_file()
 
 
 @needs_data
@@ -128,6 +139,9 @@ def test_a_bad_parameter_stops_training_before_it_starts_and_names_the_notebook(
     assert result.returncode == 1
     assert "02-training" in result.stderr and "must be positive" in result.stderr
     assert not (tmp_path / "models" / "unet.keras").exists()
+    # The failed notebook is kept for inspection under a name that cannot pass for a report.
+    assert (tmp_path / "reports" / "02-training.failed.ipynb").is_file()
+    assert not (tmp_path / "reports" / "02-training.ipynb").exists()
 
 
 def test_unknown_profile_exits_with_a_message(tmp_path):

@@ -37,3 +37,96 @@ def test_run_record_round_trip(tmp_path):
     assert record["environment"]["tensorflow"]
     with pytest.raises(FileNotFoundError, match="02-training"):
         training.read_run_record(tmp_path / "missing.json")
+
+
+def tiny_compiled_model():
+    keras.utils.set_random_seed(7)
+    net = model.get_model(depth=1, base_filters=2)
+    net.compile(optimizer=keras.optimizers.Adam(0.01), loss="binary_crossentropy")
+    return net
+
+
+def tiny_data():
+    rng = np.random.default_rng(0)
+    images = rng.random((4, 8, 8, 3)).astype(np.float32)
+    return images, (images[..., :1] > 0.5).astype(np.float32)
+
+
+def test_a_resumed_run_continues_exactly_where_the_checkpoint_left_off(tmp_path):
+    images, targets = tiny_data()
+    straight = tiny_compiled_model()
+    straight.fit(images, targets, epochs=3, batch_size=2, shuffle=False, verbose=0)
+
+    first = tiny_compiled_model()
+    stopper = keras.callbacks.EarlyStopping(monitor="loss", patience=5)
+    checkpoint = training.EpochCheckpoint(tmp_path / "resume", [stopper], metadata={"seed": 7})
+    callbacks = [stopper, checkpoint]
+    first.fit(
+        images, targets, epochs=2, batch_size=2, shuffle=False, verbose=0, callbacks=callbacks
+    )
+
+    state = training.latest_checkpoint(tmp_path / "resume")
+    assert state["epochs_completed"] == 2 and state["seed"] == 7
+    assert len(state["history"]["loss"]) == 2
+    assert state["callbacks"]["EarlyStopping"]["best"] == min(state["history"]["loss"])
+    assert sorted(p.name for p in (tmp_path / "resume").iterdir()) == ["epoch-0002", "latest"]
+
+    resumed = tiny_compiled_model()  # Fresh weights, as after a crash.
+    training.restore_checkpoint(resumed, tmp_path / "resume", state)
+    stopper = keras.callbacks.EarlyStopping(monitor="loss", patience=5)
+    checkpoint = training.EpochCheckpoint(tmp_path / "resume", [stopper], state=state)
+    resumed.fit(
+        images,
+        targets,
+        epochs=3,
+        initial_epoch=2,
+        batch_size=2,
+        shuffle=False,
+        verbose=0,
+        callbacks=[stopper, checkpoint],
+    )
+    assert int(resumed.optimizer.iterations.numpy()) == int(straight.optimizer.iterations.numpy())
+    for got, expected in zip(resumed.get_weights(), straight.get_weights(), strict=True):
+        np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+    assert len(checkpoint.history["loss"]) == 3
+    assert training.latest_checkpoint(tmp_path / "resume")["epochs_completed"] == 3
+
+
+def test_a_checkpoint_that_does_not_fit_the_model_is_refused(tmp_path):
+    images, targets = tiny_data()
+    net = tiny_compiled_model()
+    checkpoint = training.EpochCheckpoint(tmp_path / "resume")
+    net.fit(images, targets, epochs=1, verbose=0, callbacks=[checkpoint])
+    state = training.latest_checkpoint(tmp_path / "resume")
+    other = model.get_model(depth=2, base_filters=2)
+    other.compile(optimizer="adam", loss="binary_crossentropy")
+    with pytest.raises(ValueError, match="does not fit this model"):
+        training.restore_checkpoint(other, tmp_path / "resume", state)
+    assert training.latest_checkpoint(tmp_path / "nothing") is None
+
+
+def test_a_nan_loss_keeps_the_last_good_checkpoint(tmp_path):
+    images, targets = tiny_data()
+    net = tiny_compiled_model()
+    checkpoint = training.EpochCheckpoint(tmp_path / "resume")
+    net.fit(images, targets, epochs=1, verbose=0, callbacks=[checkpoint])
+    poisoned = images.copy()
+    poisoned[0, 0, 0, 0] = np.nan
+    net.fit(
+        poisoned,
+        targets,
+        epochs=3,
+        initial_epoch=1,
+        verbose=0,
+        callbacks=[keras.callbacks.TerminateOnNaN(), checkpoint],
+    )
+    assert checkpoint.diverged == 2
+    assert training.latest_checkpoint(tmp_path / "resume")["epochs_completed"] == 1
+
+
+def test_changed_parameters_allow_a_longer_budget_only():
+    old = {"epochs": 10, "max_minutes": 5.0, "learning_rate": 0.001}
+    assert training.changed_parameters(old, {**old, "epochs": 20, "max_minutes": 9.0}) == {}
+    assert training.changed_parameters(old, {**old, "learning_rate": 0.01}) == {
+        "learning_rate": (0.001, 0.01)
+    }

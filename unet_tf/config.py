@@ -36,7 +36,7 @@ SAMPLE_SUBMISSION = RAW_DIR / "stage1_sample_submission.csv"
 
 # The fixed validation split is part of the repository, not of the (ignored) data tree.
 SPLITS_DIR = PROJECT_ROOT / "data" / "splits"
-VALIDATION_IDS = SPLITS_DIR / "validation_ids.txt"
+VALIDATION_IDS = _env_path("UNET_TF_VALIDATION_IDS", SPLITS_DIR / "validation_ids.txt")
 
 DSB2018_SOURCE = _env_path(
     "UNET_TF_DSB2018_SOURCE", PROJECT_ROOT.parent / "shared" / "data" / "dsb2018"

@@ -386,6 +386,7 @@ def make_training_dataset(
     augmentation: Augmentation = Augmentation(),
     seed: int = 0,
     crops_per_image: int = 1,
+    skip_batches: int = 0,
 ) -> tf.data.Dataset:
     """An endless dataset of augmented random crops: ``(images, targets)`` batches.
 
@@ -406,6 +407,9 @@ def make_training_dataset(
         Seed of the shuffle and of every augmentation.
     crops_per_image : int
         Crops taken from each image per pass over the images.
+    skip_batches : int
+        Start after this many batches, as if they had been drawn: a resumed training run
+        continues the exact sequence of the run it resumes.
 
     Returns
     -------
@@ -413,8 +417,10 @@ def make_training_dataset(
         Yields ``(batch, crop, crop, C)`` float32 images and ``(batch, crop, crop, K)``
         float32 targets, forever.
     """
-    if crop_size < 1 or batch_size < 1 or crops_per_image < 1:
-        raise ValueError("crop_size, batch_size and crops_per_image must be at least 1")
+    if crop_size < 1 or batch_size < 1 or crops_per_image < 1 or skip_batches < 0:
+        raise ValueError(
+            "crop_size, batch_size and crops_per_image must be at least 1, skip_batches at least 0"
+        )
     target_fn = get_target_fn(target_fn)
     base_seed = tf.constant(seed, tf.int64)
     per_pass = samples.count * crops_per_image
@@ -436,7 +442,7 @@ def make_training_dataset(
         )
         return image, target_fn(labels)
 
-    dataset = tf.data.Dataset.range(np.iinfo(np.int64).max)
+    dataset = tf.data.Dataset.range(skip_batches * batch_size, np.iinfo(np.int64).max)
     dataset = dataset.map(make_element, num_parallel_calls=AUTOTUNE, deterministic=True)
     return dataset.batch(batch_size, drop_remainder=True).prefetch(AUTOTUNE)
 

@@ -7,6 +7,14 @@ and as HTML. The run ends with ``reports/summary.md`` (headline numbers and the 
 notebook took) and ``reports/timings.json``. A failing notebook stops the run with a non-zero
 exit status and its name; its partly executed copy stays in ``reports/`` for inspection.
 
+A second ``make report`` after a successful one does nothing expensive: a notebook is run
+again only if it, its parameters, the ``unet_tf`` source, a notebook before it, or one of
+the files it wrote changed since its last successful run (``--force`` runs everything). A
+notebook executes into ``reports/.running/`` and is moved into place when it succeeds, so an
+interrupted run leaves the previous report or the new one, never half of one; a failed
+notebook is kept as ``reports/<name>.failed.ipynb``. Training itself resumes from its last
+epoch (see ``02-training``).
+
 A profile holds ``parameters`` given to every notebook that declares them, and optional
 per-notebook ``overrides``; a parameter that no notebook declares is an error, so a typo
 cannot pass silently::
@@ -15,7 +23,10 @@ cannot pass silently::
 """
 
 import argparse
+import hashlib
 import json
+import os
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -121,7 +132,61 @@ def summary_markdown(profile_name: str, timings: dict[str, float], reports_dir: 
     return "\n".join(lines)
 
 
-def run(profile_name: str, only: list[str] | None = None) -> int:
+STAMPS_FILE = ".stamps.json"
+
+
+def source_digest() -> str:
+    """A digest of the ``unet_tf`` source: a change to the module reruns every notebook."""
+    digest = hashlib.sha256()
+    for path in sorted((config.PROJECT_ROOT / "unet_tf").glob("*.py")):
+        digest.update(path.name.encode() + path.read_bytes())
+    return digest.hexdigest()
+
+
+def notebook_stamp(notebook: Path, parameters: dict, upstream: str, source: str) -> str:
+    """What a notebook's result depends on: itself, its parameters, code, earlier notebooks."""
+    digest = hashlib.sha256(notebook.read_bytes())
+    for part in (json.dumps(parameters, sort_keys=True), upstream, source):
+        digest.update(part.encode())
+    return digest.hexdigest()
+
+
+def _files_under(folders) -> dict[str, list]:
+    found = {}
+    for folder in folders:
+        if folder.is_dir():
+            for path in folder.rglob("*"):
+                if path.is_file() and ".running" not in path.parts:
+                    stat = path.stat()
+                    found[str(path)] = [stat.st_size, stat.st_mtime_ns]
+    return found
+
+
+def _products(before: dict, after: dict) -> dict[str, list]:
+    """Files created or changed while a notebook ran (its outputs)."""
+    return {path: facts for path, facts in after.items() if before.get(path) != facts}
+
+
+def _chain(record: dict) -> str:
+    """What later notebooks depend on: this one's stamp and the files it wrote."""
+    text = record["stamp"] + json.dumps(record["products"], sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _up_to_date(record: dict | None, stamp: str) -> bool:
+    if not record or record.get("stamp") != stamp:
+        return False
+    for path, facts in record.get("products", {}).items():
+        current = Path(path)
+        if not current.is_file():
+            return False
+        stat = current.stat()
+        if [stat.st_size, stat.st_mtime_ns] != facts:
+            return False
+    return True
+
+
+def run(profile_name: str, only: list[str] | None = None, force: bool = False) -> int:
     """Execute the notebooks with a profile; return the process exit status."""
     import papermill
 
@@ -136,31 +201,61 @@ def run(profile_name: str, only: list[str] | None = None) -> int:
         notebooks = [nb for nb in notebooks if nb.stem in only]
     ensure_kernel()
     reports_dir.mkdir(parents=True, exist_ok=True)
-    timings = {}
+    stamps_path = reports_dir / STAMPS_FILE
+    stamps = json.loads(stamps_path.read_text()) if stamps_path.is_file() else {}
+    stamps = stamps if stamps.get("profile") == profile_name else {}
+    records = stamps.setdefault("notebooks", {})
+    stamps["profile"] = profile_name
+    source = source_digest()
+    timings_path = reports_dir / "timings.json"
+    previous = json.loads(timings_path.read_text()) if timings_path.is_file() else {}
+    timings = dict(previous.get("seconds", {})) if previous.get("profile") == profile_name else {}
+    running = reports_dir / ".running"
+    upstream = ""
     for notebook in notebooks:
         output = reports_dir / notebook.name
+        stamp = notebook_stamp(notebook, parameters[notebook.stem], upstream, source)
+        if not force and _up_to_date(records.get(notebook.stem), stamp):
+            print(f"[report] {notebook.stem} is up to date (--force to run it again)", flush=True)
+            upstream = _chain(records[notebook.stem])
+            continue
+        records.pop(notebook.stem, None)
         print(f"[report] {notebook.stem} {parameters[notebook.stem]}", flush=True)
+        running.mkdir(exist_ok=True)
+        partial = running / notebook.name
+        watched = (config.MODELS_DIR, reports_dir)
+        before = _files_under(watched)
         started = time.monotonic()
         try:
             papermill.execute_notebook(
                 str(notebook),
-                str(output),
+                str(partial),
                 parameters=parameters[notebook.stem],
                 kernel_name=KERNEL_NAME,
                 cwd=str(NOTEBOOKS_DIR),
                 progress_bar=False,
             )
         except papermill.PapermillExecutionError as error:
+            failed = output.with_name(f"{notebook.stem}.failed.ipynb")
+            os.replace(partial, failed)
             print(
                 f"[report] FAILED: notebook {notebook.stem} ({error.ename}: {error.evalue}); "
-                f"its partly executed copy is {output}",
+                f"its partly executed copy is {failed}",
                 file=sys.stderr,
             )
+            write_json(stamps_path, stamps)
             return 1
         timings[notebook.stem] = time.monotonic() - started
-        to_html(output, output.with_suffix(".html"))
+        to_html(partial, output.with_suffix(".html"))
+        os.replace(partial, output)
+        output.with_name(f"{notebook.stem}.failed.ipynb").unlink(missing_ok=True)
+        products = _products(before, _files_under(watched))
+        records[notebook.stem] = {"stamp": stamp, "products": products}
+        upstream = _chain(records[notebook.stem])
+        write_json(stamps_path, stamps)
         print(f"[report] {notebook.stem} done in {timings[notebook.stem] / 60:.1f} min", flush=True)
-    write_json(reports_dir / "timings.json", {"profile": profile_name, "seconds": timings})
+    shutil.rmtree(running, ignore_errors=True)
+    write_json(timings_path, {"profile": profile_name, "seconds": timings})
     with atomic_path(reports_dir / "summary.md") as partial:
         partial.write_text(summary_markdown(profile_name, timings, reports_dir))
     total = sum(timings.values()) / 60
@@ -175,9 +270,12 @@ def main(argv: list[str] | None = None) -> int:
         "--profile", default="full", help="a name in notebooks/profiles/ or a .json file"
     )
     parser.add_argument("--only", nargs="*", help="run only these notebooks (by stem)")
+    parser.add_argument(
+        "--force", action="store_true", help="run every notebook, even those up to date"
+    )
     args = parser.parse_args(argv)
     try:
-        return run(args.profile, args.only)
+        return run(args.profile, args.only, force=args.force)
     except (FileNotFoundError, ValueError) as error:
         print(f"make report: {error}", file=sys.stderr)
         return 2

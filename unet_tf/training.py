@@ -3,6 +3,8 @@
 import json
 import os
 import platform
+import shutil
+import tempfile
 import time
 from pathlib import Path
 
@@ -20,11 +22,13 @@ class TimeLimit(keras.callbacks.Callback):
     Whether the limit was hit is in ``stopped_by_time``.
     """
 
-    def __init__(self, minutes: float):
+    def __init__(self, minutes: float, spent_minutes: float = 0.0):
         super().__init__()
         if minutes <= 0:
             raise ValueError(f"the time limit must be positive, got {minutes!r} minutes")
         self.minutes = minutes
+        # A resumed run counts the minutes and epochs of the run it continues.
+        self.spent_seconds = 60 * spent_minutes
         self.stopped_by_time = False
         self.started = None
 
@@ -32,9 +36,9 @@ class TimeLimit(keras.callbacks.Callback):
         self.started = time.monotonic()
 
     def on_epoch_end(self, epoch, logs=None):
-        elapsed = time.monotonic() - self.started
+        elapsed = self.spent_seconds + time.monotonic() - self.started
         # Stop if another epoch of the mean length would run past the limit.
-        per_epoch = elapsed / (epoch + 1)
+        per_epoch = elapsed / max(1, epoch + 1)
         if elapsed + per_epoch > self.minutes * 60:
             self.stopped_by_time = True
             self.model.stop_training = True
@@ -92,3 +96,200 @@ def read_run_record(path: str | Path) -> dict:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no training record; run notebooks/02-training first")
     return json.loads(path.read_text())
+
+
+# State that Keras callbacks keep between epochs and reset in on_train_begin; a resumed
+# run puts it back after that reset.
+_CALLBACK_STATE = {
+    "EarlyStopping": ("wait", "best", "best_epoch", "stopped_epoch"),
+    "ReduceLROnPlateau": ("wait", "best", "cooldown_counter"),
+    "ModelCheckpoint": ("best",),
+}
+
+
+def _plain(value):
+    """JSON-friendly copy of a callback attribute (numpy and tensor scalars to floats)."""
+    if value is None or isinstance(value, (bool, int, str)):
+        return value
+    return float(value)
+
+
+class EpochCheckpoint(keras.callbacks.Callback):
+    """Write a full, resumable checkpoint at the end of every epoch, atomically.
+
+    A checkpoint is a folder ``epoch-NNNN`` inside ``directory`` holding the model weights,
+    the optimizer's variables (step count, learning rate, moment estimates), the best weights
+    kept by ``EarlyStopping``, and ``state.json``: the epochs completed, the history so far,
+    the state of the other callbacks, the training minutes spent and the seed. The file
+    ``latest`` names the newest complete checkpoint and is replaced atomically, so a run
+    killed at any moment leaves the previous checkpoint or the new one, never a torn one.
+    Older checkpoints are deleted once the new one is in place.
+
+    Put it last in the callbacks list: on a resumed run its ``on_train_begin`` restores the
+    state the other callbacks have just reset.
+    """
+
+    def __init__(self, directory: str | Path, callbacks=(), state=None, metadata=None):
+        super().__init__()
+        self.directory = Path(directory)
+        self.tracked = list(callbacks)
+        self.metadata = dict(metadata or {})
+        self.resume_state = state
+        self.history: dict[str, list] = {}
+        self.previous_minutes = state["training_minutes"] if state else 0.0
+        self.started = None
+        # The 1-based epoch whose loss became NaN or infinite, or 0.
+        self.diverged = 0
+
+    @property
+    def training_minutes(self) -> float:
+        """Minutes of training so far, the interrupted runs this one continues included."""
+        if self.started is None:
+            return self.previous_minutes
+        return self.previous_minutes + (time.monotonic() - self.started) / 60
+
+    def on_train_begin(self, logs=None):
+        self.started = time.monotonic()
+        if not self.resume_state:
+            return
+        self.history = {k: list(v) for k, v in self.resume_state["history"].items()}
+        for callback in self.tracked:
+            saved = self.resume_state["callbacks"].get(type(callback).__name__, {})
+            for name, value in saved.items():
+                setattr(callback, name, value)
+            if isinstance(callback, keras.callbacks.EarlyStopping):
+                best = self.directory / self.resume_state["checkpoint"] / "best_weights.npz"
+                if best.is_file():
+                    with np.load(best) as stored:
+                        callback.best_weights = [stored[f"w{i}"] for i in range(len(stored))]
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = {key: float(value) for key, value in (logs or {}).items()}
+        if not all(np.isfinite(value) for value in logs.values()):
+            # Keep the last good checkpoint; TerminateOnNaN stops the run.
+            self.diverged = epoch + 1
+            self.model.stop_training = True
+            return
+        for key, value in logs.items():
+            self.history.setdefault(key, []).append(value)
+        minutes = self.training_minutes
+        name = f"epoch-{epoch + 1:04d}"
+        state = {
+            "checkpoint": name,
+            "epochs_completed": epoch + 1,
+            "history": self.history,
+            "callbacks": {
+                type(callback).__name__: {
+                    attribute: _plain(getattr(callback, attribute, None))
+                    for attribute in _CALLBACK_STATE.get(type(callback).__name__, ())
+                }
+                for callback in self.tracked
+            },
+            "training_minutes": minutes,
+            **self.metadata,
+        }
+        self.directory.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=self.directory))
+        try:
+            _save_arrays(staging / "weights.npz", self.model.get_weights())
+            _save_arrays(
+                staging / "optimizer.npz", [v.numpy() for v in self.model.optimizer.variables]
+            )
+            for callback in self.tracked:
+                best = getattr(callback, "best_weights", None)
+                if isinstance(callback, keras.callbacks.EarlyStopping) and best is not None:
+                    _save_arrays(staging / "best_weights.npz", best)
+            write_json(staging / "state.json", state)
+            final = self.directory / name
+            if final.exists():
+                shutil.rmtree(final)
+            os.replace(staging, final)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        with atomic_path(self.directory / "latest") as partial:
+            partial.write_text(name + "\n")
+        for old in self.directory.glob("epoch-*"):
+            if old.name != name:
+                shutil.rmtree(old, ignore_errors=True)
+
+
+def _save_arrays(path: Path, arrays) -> None:
+    np.savez(path, **{f"w{i}": np.asarray(array) for i, array in enumerate(arrays)})
+
+
+def latest_checkpoint(directory: str | Path) -> dict | None:
+    """The state of the newest complete checkpoint in ``directory``, or None if there is none.
+
+    Raises
+    ------
+    ValueError
+        If ``latest`` names a checkpoint whose files are missing or unreadable.
+    """
+    directory = Path(directory)
+    pointer = directory / "latest"
+    if not pointer.is_file():
+        return None
+    name = pointer.read_text().strip()
+    state_file = directory / name / "state.json"
+    try:
+        return json.loads(state_file.read_text())
+    except (OSError, json.JSONDecodeError) as error:
+        raise ValueError(
+            f"{state_file}: the last checkpoint cannot be read ({error}); delete {directory} "
+            "to start training afresh"
+        ) from error
+
+
+def restore_checkpoint(model: keras.Model, directory: str | Path, state: dict) -> None:
+    """Load a checkpoint's weights and optimizer variables into a compiled ``model``.
+
+    The model must be built and compiled exactly as in the run that wrote the checkpoint.
+
+    Raises
+    ------
+    ValueError
+        If the checkpoint does not fit the model (other architecture or optimizer).
+    """
+    folder = Path(directory) / state["checkpoint"]
+    with np.load(folder / "weights.npz") as stored:
+        weights = [stored[f"w{i}"] for i in range(len(stored))]
+    with np.load(folder / "optimizer.npz") as stored:
+        optimizer_values = [stored[f"w{i}"] for i in range(len(stored))]
+    try:
+        model.set_weights(weights)
+        model.optimizer.build(model.trainable_variables)
+        variables = model.optimizer.variables
+        if len(variables) != len(optimizer_values):
+            raise ValueError(f"{len(optimizer_values)} optimizer values for {len(variables)}")
+        for variable, value in zip(variables, optimizer_values, strict=True):
+            variable.assign(value)
+    except ValueError as error:
+        raise ValueError(
+            f"{folder}: the checkpoint does not fit this model ({error}); train with the same "
+            f"parameters, or delete {Path(directory)} to start afresh"
+        ) from error
+
+
+def changed_parameters(
+    previous: dict, current: dict, may_change: tuple[str, ...] = ("epochs", "max_minutes")
+) -> dict:
+    """Parameters that differ between a checkpointed run and this one: ``{name: (old, new)}``.
+
+    ``may_change`` lists those a resumed run may change (a longer budget, say).
+    """
+    names = (set(previous) | set(current)) - set(may_change)
+    return {
+        name: (previous.get(name), current.get(name))
+        for name in sorted(names)
+        if previous.get(name) != current.get(name)
+    }
+
+
+def write_log(path: str | Path, history: dict[str, list]) -> None:
+    """Write a history as ``CSVLogger`` does (an ``epoch`` column, then the sorted keys)."""
+    import pandas as pd
+
+    frame = pd.DataFrame({key: history[key] for key in sorted(history)})
+    frame.insert(0, "epoch", range(len(frame)))
+    with atomic_path(path) as partial:
+        frame.to_csv(partial, index=False)
