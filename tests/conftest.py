@@ -52,3 +52,29 @@ def disc_sample(tmp_path):
     image[..., 3] = 255
     masks = [labels == value for value in range(1, len(discs) + 1)]
     return write_sample(tmp_path / "stage1_train", "sample0", image, masks), labels
+
+
+@pytest.fixture(scope="session")
+def disc_model_path(tmp_path_factory):
+    """A model that marks bright pixels, so the nuclei found are exactly the discs drawn.
+
+    Its one 1x1 convolution gives sigmoid(20 * mean(RGB) - 10): near 1 on the discs and
+    near 0 on the black background. The tuned settings beside it use tiles smaller than the
+    images, so the tiled path is the one exercised.
+    """
+    import keras
+    from keras import layers
+
+    from unet_tf import inference
+
+    inputs = keras.Input((None, None, 3))
+    outputs = layers.Conv2D(1, 1, activation="sigmoid", name="threshold")(inputs)
+    net = keras.Model(inputs, outputs)
+    net.get_layer("threshold").set_weights(
+        [np.full((1, 1, 3, 1), 20 / 3, np.float32), np.array([-10.0], np.float32)]
+    )
+    path = tmp_path_factory.mktemp("model") / "discs.keras"
+    net.save(path)
+    postprocess = {"method": "components", "threshold": 0.5, "min_area": 5}
+    inference.write_settings(path, postprocess, tta=False, tile_size=64)
+    return path

@@ -132,12 +132,23 @@ def test_smoke_profile_runs_every_notebook_and_writes_the_reports(tmp_path):
 
 
 @needs_data
-def test_a_bad_parameter_stops_training_before_it_starts_and_names_the_notebook(tmp_path):
-    profile = tmp_path / "negative-epochs.json"
-    profile.write_text(json.dumps({"parameters": {"epochs": -1}}))
+@pytest.mark.parametrize(
+    "parameters, message",
+    [
+        ({"epochs": -1}, "must be positive"),
+        ({"loss": "hinge"}, "unknown loss 'hinge'"),
+        ({"crop_size": 4096, "max_images": 3}, "larger than every training image"),
+    ],
+    ids=["negative-epochs", "unknown-loss", "crop-too-large"],
+)
+def test_a_bad_parameter_stops_training_before_it_starts_and_names_the_notebook(
+    tmp_path, parameters, message
+):
+    profile = tmp_path / "bad.json"
+    profile.write_text(json.dumps({"parameters": parameters}))
     result = run_report(tmp_path, "--profile", str(profile), "--only", "02-training")
     assert result.returncode == 1
-    assert "02-training" in result.stderr and "must be positive" in result.stderr
+    assert "02-training" in result.stderr and message in result.stderr
     assert not (tmp_path / "models" / "unet.keras").exists()
     # The failed notebook is kept for inspection under a name that cannot pass for a report.
     assert (tmp_path / "reports" / "02-training.failed.ipynb").is_file()

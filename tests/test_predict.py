@@ -1,15 +1,13 @@
 """``python -m unet_tf predict``: labels, measurements, skips and exit status on known discs."""
 
-import keras
 import numpy as np
 import pandas as pd
 import pytest
 import tifffile
 from conftest import disc, disc_labels
-from keras import layers
 from PIL import Image
 
-from unet_tf import inference, predict
+from unet_tf import predict
 from unet_tf.__main__ import main as cli
 
 DISCS_8BIT = [((20, 20), 8), ((20, 60), 10), ((70, 40), 12)]
@@ -17,25 +15,9 @@ DISCS_16BIT = [((15, 15), 6), ((15, 70), 7), ((60, 20), 9), ((65, 70), 11)]
 SHAPE = (100, 90)
 
 
-@pytest.fixture(scope="module")
-def model_path(tmp_path_factory):
-    """A model that marks bright pixels, so the nuclei found are exactly the discs drawn.
-
-    Its one 1x1 convolution gives sigmoid(20 * mean(RGB) - 10): near 1 on the discs and
-    near 0 on the black background. The tuned settings beside it use tiles smaller than the
-    images, so the tiled path is the one exercised.
-    """
-    inputs = keras.Input((None, None, 3))
-    outputs = layers.Conv2D(1, 1, activation="sigmoid", name="threshold")(inputs)
-    net = keras.Model(inputs, outputs)
-    net.get_layer("threshold").set_weights(
-        [np.full((1, 1, 3, 1), 20 / 3, np.float32), np.array([-10.0], np.float32)]
-    )
-    path = tmp_path_factory.mktemp("model") / "discs.keras"
-    net.save(path)
-    postprocess = {"method": "components", "threshold": 0.5, "min_area": 5}
-    inference.write_settings(path, postprocess, tta=False, tile_size=64)
-    return path
+@pytest.fixture
+def model_path(disc_model_path):
+    return disc_model_path
 
 
 @pytest.fixture

@@ -22,6 +22,7 @@ Decisions about imperfect files, made once here and documented:
 
 import os
 import warnings
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -405,8 +406,20 @@ def load_samples(
     Returns
     -------
     list of (image_id, image, labels)
+
+    Raises
+    ------
+    FileNotFoundError
+        If a sample folder or its image is missing (or its masks, with labels).
+    ValueError
+        If an id is given twice, or a file cannot be read.
     """
     root = Path(root)
+    if ids is not None:
+        ids = list(ids)
+        repeated = sorted(i for i, count in Counter(ids).items() if count > 1)
+        if repeated:
+            raise ValueError(f"image ids given more than once: {repeated[:5]}")
     sample_dirs = list_sample_dirs(root) if ids is None else [root / i for i in ids]
     for sample_dir in sample_dirs:
         if not sample_dir.is_dir():
