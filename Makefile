@@ -8,7 +8,7 @@ PYTHON := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PROFILE ?= full
 
-.PHONY: help setup data test lint format bench report clean distclean
+.PHONY: help setup data test lint format bench report kaggle clean distclean
 
 help: ## Show this help.
 	@echo "unet-tf: U-Net nucleus segmentation on DSB2018. Targets:"
@@ -45,6 +45,9 @@ bench: setup data ## Measure the input pipeline against the training step (bench
 
 report: setup data ## Run the notebooks into reports/ (PROFILE=full, the default, or smoke).
 	$(PYTHON) -m unet_tf.report --profile $(PROFILE)
+
+kaggle: setup ## Build the Kaggle kernel into build/kaggle/ (then: kaggle kernels push -p build/kaggle).
+	$(PYTHON) -m unet_tf.kaggle
 
 clean: ## Remove caches and generated reports (keeps .venv, data/raw and models/).
 	rm -rf .pytest_cache .ruff_cache build data/interim

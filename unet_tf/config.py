@@ -11,6 +11,11 @@ imported.
     (default ``../shared/data/dsb2018`` beside the project).
 ``UNET_TF_DSB2018_URL``
     Base URL of the official BBBC038 files, used when the source folder has no zips.
+``UNET_TF_TRAIN_DIR``, ``UNET_TF_TEST_DIR``, ``UNET_TF_SAMPLE_SUBMISSION``
+    The training and test folders (Kaggle layout) and the sample submission, when they are
+    not in ``<data>/raw`` (default ``<data>/raw/stage1_train`` and so on).
+``UNET_TF_VALIDATION_IDS``
+    The validation id list (default the committed ``data/splits/validation_ids.txt``).
 ``UNET_TF_MODELS_DIR``, ``UNET_TF_REPORTS_DIR``
     Where trained models and generated reports go.
 """
@@ -30,9 +35,11 @@ DATA_DIR = _env_path("UNET_TF_DATA_DIR", PROJECT_ROOT / "data")
 RAW_DIR = DATA_DIR / "raw"
 EXTERNAL_DIR = DATA_DIR / "external"
 INTERIM_DIR = DATA_DIR / "interim"
-TRAIN_DIR = RAW_DIR / "stage1_train"
-TEST_DIR = RAW_DIR / "stage1_test"
-SAMPLE_SUBMISSION = RAW_DIR / "stage1_sample_submission.csv"
+# Elsewhere than data/raw (a Kaggle kernel's read-only input, say), the three inputs can be
+# named one by one.
+TRAIN_DIR = _env_path("UNET_TF_TRAIN_DIR", RAW_DIR / "stage1_train")
+TEST_DIR = _env_path("UNET_TF_TEST_DIR", RAW_DIR / "stage1_test")
+SAMPLE_SUBMISSION = _env_path("UNET_TF_SAMPLE_SUBMISSION", RAW_DIR / "stage1_sample_submission.csv")
 
 # The fixed validation split is part of the repository, not of the (ignored) data tree.
 SPLITS_DIR = PROJECT_ROOT / "data" / "splits"

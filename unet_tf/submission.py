@@ -16,6 +16,38 @@ from unet_tf.rle import labels_to_rles, parse_rle
 COLUMNS = ["ImageId", "EncodedPixels"]
 
 
+def listed_ids(sample_submission: str | Path | None, test_dir: str | Path) -> list[str]:
+    """The image ids a submission must cover, each with its folder in ``test_dir``.
+
+    They are the ids of the sample submission (plain or zipped CSV) when there is one, in
+    its order, since that file defines the test set that is scored; otherwise the image
+    folders of ``test_dir``.
+
+    Raises
+    ------
+    FileNotFoundError
+        If a listed image has no folder in ``test_dir``.
+    ValueError
+        If the sample submission has no ``ImageId`` column.
+    """
+    from unet_tf.data import list_sample_dirs
+
+    test_dir = Path(test_dir)
+    if sample_submission is None or not Path(sample_submission).is_file():
+        return [path.name for path in list_sample_dirs(test_dir)]
+    frame = pd.read_csv(sample_submission, dtype=str, keep_default_na=False)
+    if "ImageId" not in frame.columns:
+        raise ValueError(f"{sample_submission}: no ImageId column (found {list(frame.columns)})")
+    ids = list(dict.fromkeys(frame["ImageId"]))
+    missing = [image_id for image_id in ids if not (test_dir / image_id).is_dir()]
+    if missing:
+        raise FileNotFoundError(
+            f"{sample_submission} lists {len(missing)} images that are not in {test_dir}, "
+            f"e.g. {missing[0]}"
+        )
+    return ids
+
+
 def submission_rows(image_id: str, labels: np.ndarray) -> list[tuple[str, str]]:
     """Rows of one image: its objects' run-length encodings (one empty row if none)."""
     rles = labels_to_rles(labels)
