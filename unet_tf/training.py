@@ -293,3 +293,62 @@ def write_log(path: str | Path, history: dict[str, list]) -> None:
     frame.insert(0, "epoch", range(len(frame)))
     with atomic_path(path) as partial:
         frame.to_csv(partial, index=False)
+
+
+STRATEGIES = ("default", "mirrored", "multi_worker")
+PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
+
+
+def get_strategy(name: str = "default", devices: list[str] | None = None):
+    """A ``tf.distribute`` strategy by name.
+
+    ``default``
+        One device: the GPU if there is one, else the CPU.
+    ``mirrored``
+        Synchronous data parallelism over ``devices`` (default: every GPU of this machine;
+        the CPU alone if there is none). The batch is split between the devices.
+    ``multi_worker``
+        Synchronous data parallelism over several machines. Each machine runs the same
+        notebook with the ``TF_CONFIG`` environment variable describing the cluster and its
+        own place in it, for example::
+
+            TF_CONFIG='{"cluster": {"worker": ["host1:12345", "host2:12345"]},
+                        "task": {"type": "worker", "index": 0}}'
+
+    Raises
+    ------
+    ValueError
+        If the name is unknown, or ``multi_worker`` is asked for without ``TF_CONFIG``.
+    """
+    import tensorflow as tf
+
+    if name == "default":
+        return tf.distribute.get_strategy()
+    if name == "mirrored":
+        return tf.distribute.MirroredStrategy(devices)
+    if name == "multi_worker":
+        if "TF_CONFIG" not in os.environ:
+            raise ValueError(
+                "multi_worker needs the TF_CONFIG environment variable on every machine "
+                "(see unet_tf.training.get_strategy)"
+            )
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    raise ValueError(f"unknown distribution strategy {name!r}; choose one of {STRATEGIES}")
+
+
+def set_precision(name: str = "float32") -> None:
+    """Set Keras' global dtype policy: ``float32``, ``mixed_float16`` or ``mixed_bfloat16``.
+
+    Mixed precision computes the convolutions in 16 bits and keeps the weights, the model's
+    output head (see :func:`unet_tf.model.get_model`) and the losses in float32; it pays on
+    GPUs with tensor cores (float16) or on TPUs and recent CPUs with bfloat16 units. Keras
+    scales the float16 loss automatically to avoid underflow.
+
+    Raises
+    ------
+    ValueError
+        If the name is unknown.
+    """
+    if name not in PRECISIONS:
+        raise ValueError(f"unknown precision {name!r}; choose one of {PRECISIONS}")
+    keras.mixed_precision.set_global_policy(name)
