@@ -40,7 +40,8 @@ format: setup ## Reformat the code with ruff.
 	$(PYTHON) -m ruff format .
 	$(PYTHON) -m ruff check --fix .
 
-bench: setup data ## Measure the input pipeline against the training step (benchmarks/).
+bench: setup data ## Measure throughput against the CPU's matmul rate, and the input pipeline.
+	$(PYTHON) benchmarks/throughput.py
 	$(PYTHON) benchmarks/pipeline.py
 
 report: setup data ## Run the notebooks into reports/ (PROFILE=full, the default, or smoke).
