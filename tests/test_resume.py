@@ -9,6 +9,7 @@ import time
 
 import numpy as np
 import pandas as pd
+import psutil
 from conftest import disc, write_sample
 
 from unet_tf import config
@@ -60,7 +61,6 @@ def start_training(tmp_path, epochs):
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
-        start_new_session=True,  # Its own process group: the kill reaches the kernel too.
     )
 
 
@@ -78,7 +78,13 @@ def test_a_killed_training_run_resumes_from_its_last_complete_epoch(tmp_path):
         run.kill()
         raise AssertionError(f"no checkpoint of epoch 2 appeared:\n{run.stdout.read()[-3000:]}")
     time.sleep(0.5)  # Into the next epoch.
-    os.killpg(run.pid, signal.SIGKILL)
+    # The Jupyter kernel runs in a session of its own: kill it and its parent, as an
+    # out-of-memory killer or a power cut would, with no chance to clean up.
+    parent = psutil.Process(run.pid)
+    victims = [*parent.children(recursive=True), parent]
+    for victim in victims:
+        victim.send_signal(signal.SIGKILL)
+    psutil.wait_procs(victims, timeout=30)
     run.wait()
     killed_at = json.loads(
         (resume_dir / (resume_dir / "latest").read_text().strip() / "state.json").read_text()

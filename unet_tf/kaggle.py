@@ -243,6 +243,8 @@ if not train_here:
                 cells.append(_cell("code", source))
             else:
                 cells.append(_cell("code", _guarded(_source(cell), "train_here")))
+    for index, cell in enumerate(cells):
+        cell["id"] = f"kernel-{index:03d}"
     return {
         "cells": cells,
         "metadata": {
