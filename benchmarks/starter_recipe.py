@@ -43,7 +43,10 @@ def main(argv=None) -> int:
     train = data.load_samples(config.TRAIN_DIR, ids=train_ids, cache_dir=cache)
     images = np.stack([resize(image, (SIZE, SIZE), "bilinear") for _, image, _ in train])
     masks = np.stack(
-        [resize((labels > 0)[..., None], (SIZE, SIZE), "nearest") for *_, labels in train]
+        [
+            resize((labels > 0).astype(np.uint8)[..., None], (SIZE, SIZE), "nearest")
+            for *_, labels in train
+        ]
     )
 
     # The starter kernel's network: depth 4, 16..256 filters, no batch normalisation,
