@@ -130,3 +130,14 @@ def test_changed_parameters_allow_a_longer_budget_only():
     assert training.changed_parameters(old, {**old, "learning_rate": 0.01}) == {
         "learning_rate": (0.001, 0.01)
     }
+
+
+def test_best_model_checkpoint_saves_only_improvements_atomically(tmp_path):
+    images, targets = tiny_data()
+    net = tiny_compiled_model()
+    best = training.BestModelCheckpoint(tmp_path / "best.keras", monitor="loss")
+    net.fit(images, targets, epochs=3, verbose=0, callbacks=[best])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["best.keras"]
+    assert best.best is not None
+    saved = keras.models.load_model(tmp_path / "best.keras", compile=False)
+    assert saved.count_params() == net.count_params()

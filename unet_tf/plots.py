@@ -6,6 +6,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 from skimage.segmentation import find_boundaries
 
+from unet_tf.files import atomic_path
+
 TRUTH_COLOUR = (0.1, 1.0, 0.1)
 PREDICTION_COLOUR = (1.0, 0.2, 0.8)
 
@@ -37,7 +39,7 @@ def show_grid(panels, titles=None, columns: int = 4, size: float = 3.2, path=Non
 
 
 def save_figure(figure, path) -> None:
-    """Save a figure as PNG (creating the folder), if ``path`` is given."""
+    """Save a figure as PNG (creating the folder, atomically), if ``path`` is given."""
     if path is not None:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        figure.savefig(path, dpi=100, bbox_inches="tight")
+        with atomic_path(path) as partial:
+            figure.savefig(partial, dpi=100, bbox_inches="tight", format="png")

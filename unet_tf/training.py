@@ -98,12 +98,35 @@ def read_run_record(path: str | Path) -> dict:
     return json.loads(path.read_text())
 
 
+class BestModelCheckpoint(keras.callbacks.Callback):
+    """Save the model whenever the monitored value improves, atomically.
+
+    Keras' ``ModelCheckpoint`` writes the file in place, so a run killed while it saves
+    leaves a torn file; this one writes a temporary file and renames it (see
+    :func:`save_model`).
+    """
+
+    def __init__(self, path: str | Path, monitor: str = "val_loss"):
+        super().__init__()
+        self.path, self.monitor = Path(path), monitor
+        self.best = None
+
+    def on_epoch_end(self, epoch, logs=None):
+        value = (logs or {}).get(self.monitor)
+        if value is None or not np.isfinite(value):
+            return
+        if self.best is None or value < self.best:
+            self.best = float(value)
+            save_model(self.model, self.path)
+
+
 # State that Keras callbacks keep between epochs and reset in on_train_begin; a resumed
 # run puts it back after that reset.
 _CALLBACK_STATE = {
     "EarlyStopping": ("wait", "best", "best_epoch", "stopped_epoch"),
     "ReduceLROnPlateau": ("wait", "best", "cooldown_counter"),
     "ModelCheckpoint": ("best",),
+    "BestModelCheckpoint": ("best",),
 }
 
 
