@@ -1,7 +1,5 @@
 """Figures shared by the notebooks: outline overlays and image grids (matplotlib)."""
 
-from pathlib import Path
-
 import matplotlib.pyplot as plt
 import numpy as np
 from skimage.segmentation import find_boundaries
