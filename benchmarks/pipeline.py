@@ -50,9 +50,7 @@ def main(argv=None) -> int:
 
     train_ids, _ = data.train_validation_ids(config.TRAIN_DIR, config.VALIDATION_IDS)
     started = time.perf_counter()
-    samples = data.load_samples(
-        config.TRAIN_DIR, ids=train_ids, cache_dir=config.INTERIM_DIR / "labels" / "stage1_train"
-    )
+    samples = data.load_samples(config.TRAIN_DIR, ids=train_ids, cache_dir=config.LABEL_CACHE)
     packed = pipeline.pack_samples([s[1] for s in samples], [s[2] for s in samples])
     print(f"loaded and packed {len(samples)} images in {time.perf_counter() - started:.1f} s")
 

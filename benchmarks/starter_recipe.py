@@ -39,7 +39,7 @@ def main(argv=None) -> int:
     train_ids, validation_ids = data.train_validation_ids(config.TRAIN_DIR, config.VALIDATION_IDS)
     if args.max_images:
         train_ids, validation_ids = train_ids[: args.max_images], validation_ids[: args.max_images]
-    cache = config.INTERIM_DIR / "labels" / "stage1_train"
+    cache = config.LABEL_CACHE
     train = data.load_samples(config.TRAIN_DIR, ids=train_ids, cache_dir=cache)
     images = np.stack([resize(image, (SIZE, SIZE), "bilinear") for _, image, _ in train])
     masks = np.stack(

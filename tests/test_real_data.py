@@ -28,9 +28,7 @@ def test_committed_validation_split_is_valid_and_reproducible():
     train_ids, validation_ids = data.train_validation_ids(config.TRAIN_DIR, config.VALIDATION_IDS)
     assert not set(train_ids) & set(validation_ids)
     assert 0.10 <= len(validation_ids) / (len(train_ids) + len(validation_ids)) <= 0.15
-    index = data.build_index(
-        config.TRAIN_DIR, cache_dir=config.INTERIM_DIR / "labels" / "stage1_train"
-    )
+    index = data.build_index(config.TRAIN_DIR, cache_dir=config.LABEL_CACHE)
     assert set(index.imaging_type) == set(data.IMAGING_TYPES)
     assert data.make_validation_split(index, fraction=0.12, seed=2018) == validation_ids
     assert index.nucleus_count.min() >= 1

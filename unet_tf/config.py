@@ -39,6 +39,8 @@ INTERIM_DIR = DATA_DIR / "interim"
 # named one by one.
 TRAIN_DIR = _env_path("UNET_TF_TRAIN_DIR", RAW_DIR / "stage1_train")
 TEST_DIR = _env_path("UNET_TF_TEST_DIR", RAW_DIR / "stage1_test")
+# Label images combined from the stage1_train masks (see unet_tf.data.read_labels_cached).
+LABEL_CACHE = INTERIM_DIR / "labels" / "stage1_train"
 SAMPLE_SUBMISSION = _env_path("UNET_TF_SAMPLE_SUBMISSION", RAW_DIR / "stage1_sample_submission.csv")
 
 # The fixed validation split is part of the repository, not of the (ignored) data tree.

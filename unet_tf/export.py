@@ -272,10 +272,10 @@ def check_exports(
 
     depth = model_depth(net)
     latency_batch = samples[0][None] if latency_batch is None else latency_batch
+    reference = [net.predict_on_batch(sample[None]) for sample in samples]
     rows = []
     for fmt, path in paths.items():
         exported = load_exported(fmt, path, depth)
-        reference = [net.predict_on_batch(sample[None]) for sample in samples]
         outputs = [exported.predict_on_batch(sample[None]) for sample in samples]
         rows.append(
             {
@@ -303,9 +303,7 @@ def validation_scores(
     ids = data.load_ids(config.VALIDATION_IDS)
     if max_images:
         ids = ids[:max_images]
-    samples = data.load_samples(
-        config.TRAIN_DIR, ids=ids, cache_dir=config.INTERIM_DIR / "labels" / "stage1_train"
-    )
+    samples = data.load_samples(config.TRAIN_DIR, ids=ids, cache_dir=config.LABEL_CACHE)
     scores = {}
     for name, model in models.items():
         values = []

@@ -70,6 +70,20 @@ def blend_window(tile: int, overlap: int) -> np.ndarray:
     return np.outer(ramp, ramp)
 
 
+def check_tile_size(model, tile_size: int) -> int:
+    """Check that ``tile_size`` suits ``model``; returns the multiple image sides pad to.
+
+    Raises
+    ------
+    ValueError
+        If the tile size is not a positive multiple of ``2**depth``.
+    """
+    multiple = 2 ** model_depth(model)
+    if tile_size % multiple or tile_size <= 0:
+        raise ValueError(f"tile_size must be a positive multiple of {multiple}, got {tile_size}")
+    return multiple
+
+
 def predict_full(
     model,
     image: np.ndarray,
@@ -109,9 +123,7 @@ def predict_full(
     """
     if image.ndim != 3:
         raise ValueError(f"image must be (height, width, channels), got shape {image.shape}")
-    multiple = 2 ** model_depth(model)
-    if tile_size % multiple or tile_size <= 0:
-        raise ValueError(f"tile_size must be a positive multiple of {multiple}, got {tile_size}")
+    multiple = check_tile_size(model, tile_size)
     if overlap is None:
         overlap = tile_size // 8
     if not 0 <= overlap < tile_size // 2:

@@ -179,18 +179,16 @@ def build_notebook(root: Path) -> dict:
     notebooks = {
         name: json.loads((root / "notebooks" / f"{name}.ipynb").read_text()) for name in NOTEBOOKS
     }
-    parameters, seen = [KERNEL_PARAMETERS.rstrip("\n")], set()
-    for name in ("input_root", "output_root", "model_dir"):
-        seen.add(name)
-    sections = {}
+    # One parameters cell: the kernel's own, then each notebook's, the first of a name kept.
+    lines, sections = KERNEL_PARAMETERS.splitlines(), {}
     for name, notebook in notebooks.items():
         code = [cell for cell in notebook["cells"] if cell["cell_type"] == "code"]
-        for line in _source(code[1]).splitlines():
-            parameter = line.split(":", 1)[0].strip()
-            if parameter and parameter not in seen:
-                seen.add(parameter)
-                parameters.append(line)
+        lines += _source(code[1]).splitlines()
         sections[name] = [cell for cell in notebook["cells"] if cell is not code[1]]
+    by_name = {}
+    for line in lines:
+        by_name.setdefault(line.split(":", 1)[0].strip(), line)
+    parameters = [line for name, line in by_name.items() if name]
     sources = package_sources(root)
     committed = (root / "data" / "splits" / "validation_ids.txt").read_text()
     setup = f"""# Write the unet_tf package of the repository this kernel was built from, so

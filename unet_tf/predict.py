@@ -57,6 +57,11 @@ SUMMARY_COLUMNS = [
 OUTLINE_COLOUR = (255, 40, 200)
 
 
+def nucleus_columns(pixel_size: float | None) -> list[str]:
+    """The columns of ``nuclei.csv``: micrometre ones too when a pixel size is given."""
+    return NUCLEUS_COLUMNS + (MICROMETRE_COLUMNS if pixel_size else [])
+
+
 def find_images(inputs: Iterable[str | Path], recursive: bool = False) -> list[Path]:
     """The image files named by ``inputs``: files as given, folders listed for image suffixes.
 
@@ -148,7 +153,7 @@ def measure(
     """
     from skimage.measure import regionprops_table
 
-    columns = NUCLEUS_COLUMNS + (MICROMETRE_COLUMNS if pixel_size else [])
+    columns = nucleus_columns(pixel_size)
     if labels.max() == 0:
         return pd.DataFrame(columns=columns)
     table = pd.DataFrame(
@@ -317,8 +322,11 @@ def predict_images(
             row["median_area_um2"] = row["median_area"] * pixel_size**2
         row["seconds"] = round(time.monotonic() - started, 2)
         summary.append(row)
-    columns = NUCLEUS_COLUMNS + (MICROMETRE_COLUMNS if pixel_size else [])
-    nuclei_table = pd.concat(nuclei, ignore_index=True) if nuclei else pd.DataFrame(columns=columns)
+    nuclei_table = (
+        pd.concat(nuclei, ignore_index=True)
+        if nuclei
+        else pd.DataFrame(columns=nucleus_columns(pixel_size))
+    )
     return nuclei_table, pd.DataFrame(summary), skipped
 
 
@@ -378,11 +386,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (FileNotFoundError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    from unet_tf.model import model_depth
+    from unet_tf import inference
 
     if not tuned:
-        from unet_tf import inference
-
         print(
             f"note: {inference.settings_path(args.model).name} not found; using untuned "
             f"settings {settings['postprocess']}",
@@ -392,13 +398,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings["tta"] = False
     if args.tile_size:
         settings["tile_size"] = args.tile_size
-    multiple = 2 ** model_depth(net)
-    if settings["tile_size"] <= 0 or settings["tile_size"] % multiple:
-        print(
-            f"error: the tile size must be a positive multiple of {multiple} for this model, "
-            f"got {settings['tile_size']}",
-            file=sys.stderr,
-        )
+    try:
+        inference.check_tile_size(net, settings["tile_size"])
+    except ValueError as error:
+        print(f"error: the tile size does not suit this model: {error}", file=sys.stderr)
         return 2
     args.output.mkdir(parents=True, exist_ok=True)
     try:

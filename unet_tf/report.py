@@ -151,14 +151,19 @@ def notebook_stamp(notebook: Path, parameters: dict, upstream: str, source: str)
     return digest.hexdigest()
 
 
+def _facts(path: Path) -> list[int]:
+    """Size and modification time: what tells that a file was written again."""
+    stat = path.stat()
+    return [stat.st_size, stat.st_mtime_ns]
+
+
 def _files_under(folders) -> dict[str, list]:
     found = {}
     for folder in folders:
         if folder.is_dir():
             for path in folder.rglob("*"):
                 if path.is_file() and ".running" not in path.parts:
-                    stat = path.stat()
-                    found[str(path)] = [stat.st_size, stat.st_mtime_ns]
+                    found[str(path)] = _facts(path)
     return found
 
 
@@ -178,10 +183,7 @@ def _up_to_date(record: dict | None, stamp: str) -> bool:
         return False
     for path, facts in record.get("products", {}).items():
         current = Path(path)
-        if not current.is_file():
-            return False
-        stat = current.stat()
-        if [stat.st_size, stat.st_mtime_ns] != facts:
+        if not current.is_file() or _facts(current) != facts:
             return False
     return True
 

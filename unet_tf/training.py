@@ -183,8 +183,7 @@ class EpochCheckpoint(keras.callbacks.Callback):
             if isinstance(callback, keras.callbacks.EarlyStopping):
                 best = self.directory / self.resume_state["checkpoint"] / "best_weights.npz"
                 if best.is_file():
-                    with np.load(best) as stored:
-                        callback.best_weights = [stored[f"w{i}"] for i in range(len(stored))]
+                    callback.best_weights = _load_arrays(best)
 
     def on_epoch_end(self, epoch, logs=None):
         logs = {key: float(value) for key, value in (logs or {}).items()}
@@ -240,6 +239,12 @@ def _save_arrays(path: Path, arrays) -> None:
     np.savez(path, **{f"w{i}": np.asarray(array) for i, array in enumerate(arrays)})
 
 
+def _load_arrays(path: Path) -> list[np.ndarray]:
+    """The arrays written by :func:`_save_arrays`, in their order."""
+    with np.load(path) as stored:
+        return [stored[f"w{i}"] for i in range(len(stored))]
+
+
 def latest_checkpoint(directory: str | Path) -> dict | None:
     """The state of the newest complete checkpoint in ``directory``, or None if there is none.
 
@@ -274,10 +279,8 @@ def restore_checkpoint(model: keras.Model, directory: str | Path, state: dict) -
         If the checkpoint does not fit the model (other architecture or optimizer).
     """
     folder = Path(directory) / state["checkpoint"]
-    with np.load(folder / "weights.npz") as stored:
-        weights = [stored[f"w{i}"] for i in range(len(stored))]
-    with np.load(folder / "optimizer.npz") as stored:
-        optimizer_values = [stored[f"w{i}"] for i in range(len(stored))]
+    weights = _load_arrays(folder / "weights.npz")
+    optimizer_values = _load_arrays(folder / "optimizer.npz")
     try:
         model.set_weights(weights)
         model.optimizer.build(model.trainable_variables)
