@@ -5,10 +5,15 @@ Measured on synthetic data, so no dataset is needed:
 - the CPU's float32 matrix-multiply rate in TensorFlow (n = 1024), the yardstick;
 - the model's forward FLOPs per pixel, counted from its convolutions (a training step is
   taken as three forward passes: forward, and twice that for the backward pass);
-- training throughput of the default model on 256x256 crops (crops/s, Mpx/s) and the share
-  of the matmul rate it reaches;
+- training throughput of the default recipe (two output channels, BCE + Dice, the pixel
+  metrics) on 256x256 crops, in crops/s and Mpx/s and as a share of the matmul rate, with
+  XLA (the default of ``02-training``) and without;
 - full-resolution inference throughput (``unet_tf.inference.predict_full`` on a 1024x1024
-  image) with and without TTA, and its share of the matmul rate;
+  image) with the default 1024-pixel tiles, with the former 512-pixel tiles, and with TTA;
+- post-processing (the tuned watershed and the others) and run-length encoding of a
+  1024x1024 output with 300 nuclei;
+- the whole stage1_test submission as ``04-submission`` makes it (read, TTA, post-process,
+  encode, write, validate), with the trained model and its tuned settings when they exist;
 - the peak resident memory of the process;
 - the same for the starter recipe (128x128 inputs, 16..256 filters, no batch norm), side
   by side, with the ratios.
@@ -20,16 +25,34 @@ Writes ``reports/benchmarks.json``::
 
 import argparse
 import json
+import os
 import resource
 import sys
+import tempfile
 import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras
 import numpy as np
 import tensorflow as tf
 from keras import layers
+from scipy import ndimage
 
-from unet_tf import config, files, inference, model
+from unet_tf import (
+    config,
+    data,
+    files,
+    inference,
+    keras_metrics,
+    losses,
+    model,
+    postprocess,
+    rle,
+    submission,
+    training,
+)
 
 
 def matmul_gflops(n: int = 1024, seconds: float = 3.0) -> float:
@@ -92,14 +115,114 @@ def training_rate(net: keras.Model, side: int, batch: int, steps: int) -> float:
     return steps * batch / (time.perf_counter() - started)
 
 
-def inference_rate(net: keras.Model, side: int, tta: bool, repeats: int) -> float:
+def default_recipe(jit_compile: bool) -> keras.Model:
+    """The model of ``02-training`` compiled as it compiles it (nucleus + border targets)."""
+    keras.utils.set_random_seed(0)
+    net = model.get_model(num_classes=2)
+    net.compile(
+        optimizer=keras.optimizers.Adam(1e-3),
+        loss=losses.get_loss("bce_dice"),
+        metrics=[keras_metrics.PixelIoU(channel=0), keras_metrics.PixelDice(channel=0)],
+        jit_compile=jit_compile,
+    )
+    return net
+
+
+def inference_rate(
+    net: keras.Model, side: int, tta: bool, repeats: int, tile_size: int = 1024
+) -> float:
     """Full-resolution inference megapixels per second on a ``side`` square image."""
     image = np.random.default_rng(1).random((side, side, 3)).astype(np.float32)
-    inference.predict_full(net, image, tta=tta)
+    inference.predict_full(net, image, tta=tta, tile_size=tile_size)
     started = time.perf_counter()
     for _ in range(repeats):
-        inference.predict_full(net, image, tta=tta)
+        inference.predict_full(net, image, tta=tta, tile_size=tile_size)
     return repeats * side * side / 1e6 / (time.perf_counter() - started)
+
+
+def synthetic_output(side: int = 1024, count: int = 300, seed: int = 0) -> np.ndarray:
+    """A model-like ``(side, side, 2)`` output: blurred nucleus and border maps of ``count``
+    random discs (radius 6 to 12 pixels, some touching)."""
+    rng = np.random.default_rng(seed)
+    labels = np.zeros((side, side), np.int32)
+    rows, cols = np.ogrid[:side, :side]
+    for index in range(1, count + 1):
+        row, col = rng.uniform(12, side - 12, 2)
+        radius = rng.uniform(6, 12)
+        labels[(rows - row) ** 2 + (cols - col) ** 2 <= radius**2] = index
+    nucleus = labels > 0
+    borders = nucleus & (ndimage.morphological_gradient(labels, size=3) > 0)
+    return np.stack(
+        [
+            ndimage.gaussian_filter(nucleus.astype(np.float32), 1),
+            ndimage.gaussian_filter(borders.astype(np.float32), 1),
+        ],
+        axis=-1,
+    )
+
+
+def postprocess_seconds(repeats: int) -> dict:
+    """Best-of-``repeats`` seconds to post-process and encode a 1024x1024 output, per method."""
+    output = synthetic_output()
+    settings = {"threshold": 0.5, "min_area": 15}
+    methods = {
+        "watershed_border": {**settings, "marker_threshold": 0.7, "border_threshold": 0.35},
+        "components": settings,
+        "watershed_distance": settings,
+    }
+    result = {}
+    for method, method_settings in methods.items():
+        times = []
+        for _ in range(repeats):
+            started = time.perf_counter()
+            labels = postprocess.to_instances(output, method, **method_settings)
+            rles = rle.labels_to_rles(labels)
+            times.append(time.perf_counter() - started)
+        result[method] = {"seconds": min(times), "nuclei": len(rles)}
+    return result
+
+
+def submission_seconds(max_images: int = 0) -> dict | None:
+    """The stage1_test submission as ``04-submission`` makes it, timed from model loading to
+    a validated CSV; ``None`` without test images. Uses the trained model and its tuned
+    settings when they exist, else an untrained default model with the fallback settings
+    and TTA (which costs the same per pixel)."""
+    test_dir = Path(config.TEST_DIR)
+    if not test_dir.is_dir():
+        return None
+    model_path = config.MODELS_DIR / "unet.keras"
+    started = time.perf_counter()
+    if model_path.is_file():
+        net = keras.models.load_model(model_path, compile=False)
+        settings = inference.read_settings(model_path)
+    else:
+        net = model.get_model(num_classes=2)
+        settings = {**inference.FALLBACK_SETTINGS, "tta": True}
+    ids = submission.listed_ids(config.SAMPLE_SUBMISSION, test_dir)
+    ids = ids[:max_images] if max_images else ids
+    rows, shapes, pixels = [], {}, 0
+    for start in range(0, len(ids), 16):
+        chunk = ids[start : start + 16]
+        for image_id, image, _ in data.load_samples(test_dir, ids=chunk, with_labels=False):
+            labels = inference.segment(
+                net, image, settings["postprocess"], settings["tta"], settings["tile_size"]
+            )
+            rows += submission.submission_rows(image_id, labels)
+            shapes[image_id] = image.shape[:2]
+            pixels += image.shape[0] * image.shape[1]
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "submission.csv"
+        submission.write_submission(rows, path)
+        submission.validate_submission(path, shapes)
+    return {
+        "seconds": time.perf_counter() - started,
+        "images": len(ids),
+        "megapixels": pixels / 1e6,
+        "trained_model": model_path.is_file(),
+        "tta": bool(settings["tta"]),
+        "tile_size": settings["tile_size"],
+        "postprocess": settings["postprocess"]["method"],
+    }
 
 
 def starter_rate(side: int = 128, batch: int = 16, steps: int = 20) -> dict:
@@ -130,17 +253,48 @@ def main(argv=None) -> int:
     steps, repeats = (5, 1) if args.quick else (30, 3)
 
     gflops = matmul_gflops(seconds=1.0 if args.quick else 3.0)
-    print(f"matmul float32 (n=1024): {gflops:.1f} GFLOP/s")
+    print(f"matmul float32 (n=1024): {gflops:.1f} GFLOP/s", flush=True)
 
-    net = model.get_model(num_classes=2)
-    net.compile(optimizer="adam", loss="binary_crossentropy")
-    flops = conv_flops_per_pixel(net, args.crop)
-    crops = training_rate(net, args.crop, args.batch, steps)
-    train_mpx = crops * args.crop**2 / 1e6
-    train_share = train_mpx * 1e6 * 3 * flops / (gflops * 1e9)
-    plain = inference_rate(net, 1024, tta=False, repeats=repeats)
-    tta = inference_rate(net, 1024, tta=True, repeats=1)
-    infer_share = plain * 1e6 * flops / (gflops * 1e9)
+    flops = conv_flops_per_pixel(model.get_model(num_classes=2), args.crop)
+
+    def share(mpx_per_s: float, passes: int) -> float:
+        return mpx_per_s * 1e6 * passes * flops / (gflops * 1e9)
+
+    train_rates = {}
+    variants = (
+        ("xla", True, "float32", steps),
+        ("no_xla", False, "float32", steps),
+        ("xla_mixed_bfloat16", True, "mixed_bfloat16", max(3, steps // 3)),
+        ("xla_mixed_float16", True, "mixed_float16", max(3, steps // 3)),
+    )
+    for name, jit_compile, precision, variant_steps in variants:
+        training.set_precision(precision)
+        net = default_recipe(jit_compile)
+        crops = training_rate(net, args.crop, args.batch, variant_steps)
+        mpx = crops * args.crop**2 / 1e6
+        train_rates[name] = {
+            "crops_per_s": crops,
+            "mpx_per_s": mpx,
+            "share_of_matmul": share(mpx, 3),
+        }
+        print(f"training, {name}: {crops:.2f} crops/s, {share(mpx, 3):.0%}", flush=True)
+    training.set_precision("float32")
+    net = default_recipe(True)
+
+    inferring = {}
+    for name, tile_size, tta in (
+        ("tile_1024", 1024, False),
+        ("tile_512", 512, False),
+        ("tile_1024_tta", 1024, True),
+    ):
+        mpx = inference_rate(net, 1024, tta, 1 if tta else repeats, tile_size)
+        inferring[name] = {"mpx_per_s": mpx, "share_of_matmul": share(mpx * (8 if tta else 1), 1)}
+        print(f"inference 1024x1024, {name}: {mpx:.3f} Mpx/s", flush=True)
+
+    post = postprocess_seconds(repeats)
+    print(f"post-processing and RLE: {post}", flush=True)
+    whole = submission_seconds(max_images=8 if args.quick else 0)
+    print(f"stage1_test submission: {whole}", flush=True)
 
     starter = starter_rate(steps=steps * 2)
     starter_flops = conv_flops_per_pixel(starter.pop("net"), 128)
@@ -149,24 +303,24 @@ def main(argv=None) -> int:
 
     result = {
         "matmul_gflops": gflops,
+        "cpus": os.cpu_count(),
         "default_model": {
             "forward_gflop_per_megapixel": flops / 1e3,
-            "training_crops_per_s": crops,
-            "training_mpx_per_s": train_mpx,
-            "training_share_of_matmul": train_share,
-            "inference_mpx_per_s": plain,
-            "inference_tta_mpx_per_s": tta,
-            "inference_share_of_matmul": infer_share,
             "crop": args.crop,
             "batch": args.batch,
+            "training": train_rates,
+            "inference_1024x1024": inferring,
         },
+        "postprocess_and_rle_1024x1024_300_nuclei": post,
+        "stage1_test_submission": whole,
         "starter_recipe": {
             **starter,
             "forward_gflop_per_megapixel": starter_flops / 1e3,
             "training_share_of_matmul": starter_share,
         },
         "ratios": {
-            "training_mpx_default_over_starter": train_mpx / starter["training_mpx_per_s"],
+            "training_mpx_default_over_starter": train_rates["xla"]["mpx_per_s"]
+            / starter["training_mpx_per_s"],
         },
         "peak_rss_mb": peak_mb,
         "quick": args.quick,

@@ -1,5 +1,7 @@
 """Full-resolution inference: tiling equals a single pass where it must, TTA undoes itself."""
 
+import itertools
+
 import keras
 import numpy as np
 import pytest
@@ -41,12 +43,14 @@ def test_large_images_are_tiled_and_blended_without_seams(net):
     tiled = inference.predict_full(net, image, tile_size=96, overlap=32, batch_size=3)
     assert tiled.shape == (150, 170, 1)
     assert np.all(np.isfinite(tiled))
-    # Tiles start at rows 0, 54 and columns 0, 64, 74: the first tile is alone on rows and
-    # columns below 54, and up to 50 lies farther from its inner edges than the depth-2
-    # receptive field reaches, so there the blend must equal one whole-image pass.
+    # Rows take two tiles of 92 starting at 0 and 58, columns three of 80 starting at 0, 45
+    # and 90. The first tile is alone on rows below 58 and columns below 45, and rows below
+    # 50 and columns below 40 lie farther from its inner edges than the depth-2 receptive
+    # field reaches, so there the blend must equal one whole-image pass.
     whole = model.predict_image(net, image)
-    assert inference.tile_starts(150, 96, 32) == [0, 54]
-    np.testing.assert_allclose(tiled[:50, :50], whole[:50, :50], atol=1e-5)
+    assert inference.axis_tiles(150, 96, 32, 4) == (92, [0, 58])
+    assert inference.axis_tiles(170, 96, 32, 4) == (80, [0, 45, 90])
+    np.testing.assert_allclose(tiled[:50, :40], whole[:50, :40], atol=1e-5)
     assert np.abs(tiled - whole).mean() < 0.05
 
 
@@ -66,6 +70,32 @@ def test_tta_of_a_symmetric_model_input_matches_and_keeps_shape(net):
         net, np.tile(image, (3, 3, 1)), tile_size=64, overlap=8, tta=True
     )
     assert tiled_tta.shape == (144, 96, 1)
+
+
+@pytest.mark.parametrize(
+    ("size", "tile_size", "overlap", "expected"),
+    [
+        (1024, 1024, 128, (1024, [0])),
+        (696, 1024, 128, (704, [0])),
+        (2048, 1024, 128, (768, [0, 640, 1280])),
+        (1040, 1024, 128, (592, [0, 448])),
+    ],
+)
+def test_axis_tiles_are_as_few_and_as_small_as_cover_the_axis(size, tile_size, overlap, expected):
+    tile, starts = inference.axis_tiles(size, tile_size, overlap, 16)
+    assert (tile, starts) == expected
+    assert tile % 16 == 0 and tile <= max(tile_size, -(-size // 16) * 16)
+    # The tiles cover the axis, and neighbours share at least the overlap.
+    assert starts[0] == 0 and starts[-1] + tile >= size
+    assert all(later - earlier <= tile - overlap for earlier, later in itertools.pairwise(starts))
+
+
+def test_rectangular_tiles_with_tta_keep_the_shape(net):
+    image = np.random.default_rng(3).random((100, 60, 3)).astype(np.float32)
+    averaged = inference.predict_full(net, image, tile_size=64, overlap=8, tta=True)
+    plain = inference.predict_full(net, image, tile_size=64, overlap=8)
+    assert averaged.shape == plain.shape == (100, 60, 1)
+    assert np.abs(averaged - plain).mean() < 0.05
 
 
 def test_blend_window_is_symmetric_and_positive():

@@ -1,9 +1,9 @@
 """Full-resolution inference for images of any size: tiling with smooth blending, and TTA.
 
 Images that fit in one tile are padded (by reflection) to a multiple of ``2**depth`` and
-predicted in one pass. Larger images are cut into overlapping square tiles, predicted in
-batches, and blended with weights that ramp down linearly across the overlap, so tile seams
-do not show and the model's memory use depends on the tile size, not the image size.
+predicted in one pass. Larger images are cut into the fewest overlapping tiles that cover
+them, predicted in batches, and blended with weights that ramp down linearly across the
+overlap, so tile seams do not show and memory depends on the tile size, not the image size.
 
 Test-time augmentation (TTA) predicts the 8 flips and 90-degree rotations of the input,
 undoes each transform on its prediction and averages them.
@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from unet_tf import files
-from unet_tf.model import crop_to_shape, model_depth, pad_to_multiple
+from unet_tf.model import crop_to_shape, model_depth
 from unet_tf.postprocess import to_instances
 
 DIHEDRAL = tuple(range(8))
@@ -40,34 +40,40 @@ def _predict_batch(model, batch: np.ndarray) -> np.ndarray:
     return np.asarray(model.predict_on_batch(np.ascontiguousarray(batch, dtype=np.float32)))
 
 
-def _predict_padded(model, image: np.ndarray, multiple: int, transforms) -> np.ndarray:
-    """Average prediction over ``transforms`` of one image predicted in one pass."""
-    total = None
-    for transform in transforms:
-        padded, shape = pad_to_multiple(dihedral(image, transform), multiple)
-        prediction = crop_to_shape(_predict_batch(model, padded[None])[0], shape)
-        prediction = inverse_dihedral(prediction, transform)
-        total = prediction if total is None else total + prediction
-    return total / len(transforms)
+def axis_tiles(size: int, tile_size: int, overlap: int, multiple: int) -> tuple[int, list[int]]:
+    """Tile side and start offsets along one axis of ``size`` pixels.
+
+    An axis whose padded size fits in ``tile_size`` is one tile of that padded size. A
+    longer axis gets the fewest tiles of at most ``tile_size`` that overlap by at least
+    ``overlap``, each made only as long as that needs (a multiple of ``multiple``) and
+    spread evenly. Tiles sized to the image waste little: 2048 pixels take three tiles of
+    768, not three of 1024.
+    """
+    if -(-size // multiple) * multiple <= tile_size:
+        return -(-size // multiple) * multiple, [0]
+    count = -(-(size - overlap) // (tile_size - overlap))
+    tile = -(-(size + (count - 1) * overlap) // count)
+    tile = min(tile_size, -(-tile // multiple) * multiple)
+    return tile, [round(index * (size - tile) / (count - 1)) for index in range(count)]
 
 
-def tile_starts(size: int, tile: int, overlap: int) -> list[int]:
-    """Start offsets of tiles of side ``tile`` that overlap by at least ``overlap`` pixels."""
-    if size <= tile:
-        return [0]
-    step = tile - overlap
-    starts = list(range(0, size - tile, step))
-    return [*starts, size - tile]
+def blend_window(tile: int | tuple[int, int], overlap: int) -> np.ndarray:
+    """Tile weights: 1 in the middle, ramping linearly to near 0 over ``overlap`` pixels.
 
+    ``tile`` is the side of a square tile or the ``(height, width)`` of a rectangular one.
+    """
+    height, width = (tile, tile) if isinstance(tile, int) else tile
 
-def blend_window(tile: int, overlap: int) -> np.ndarray:
-    """``(tile, tile)`` weights: 1 in the middle, ramping linearly to near 0 over ``overlap``."""
-    ramp = np.ones(tile, np.float32)
-    if overlap > 0:
-        edge = (np.arange(overlap, dtype=np.float32) + 0.5) / overlap
-        ramp[:overlap] = edge
-        ramp[-overlap:] = np.minimum(ramp[-overlap:], edge[::-1])
-    return np.outer(ramp, ramp)
+    def ramp(length: int) -> np.ndarray:
+        weights = np.ones(length, np.float32)
+        edge = min(overlap, length)
+        if edge > 0:
+            rising = (np.arange(edge, dtype=np.float32) + 0.5) / edge
+            weights[:edge] = rising
+            weights[-edge:] = np.minimum(weights[-edge:], rising[::-1])
+        return weights
+
+    return np.outer(ramp(height), ramp(width))
 
 
 def check_tile_size(model, tile_size: int) -> int:
@@ -84,32 +90,40 @@ def check_tile_size(model, tile_size: int) -> int:
     return multiple
 
 
+# Tiles are batched up to about this many pixels per model call: throughput on the CPU is
+# the same for one 1024x1024 tile as for four of 512x512, and memory grows with the batch.
+BATCH_PIXELS = 1024 * 1024
+
+
 def predict_full(
     model,
     image: np.ndarray,
-    tile_size: int = 512,
+    tile_size: int = 1024,
     overlap: int | None = None,
     tta: bool = False,
-    batch_size: int = 4,
+    batch_size: int | None = None,
 ) -> np.ndarray:
     """Predict an image of any size at full resolution.
 
     Parameters
     ----------
     model : keras.Model
-        A model from :func:`unet_tf.model.get_model`.
+        A model from :func:`unet_tf.model.get_model`, or an exported model with a
+        ``predict_on_batch`` method and a ``depth`` attribute.
     image : numpy.ndarray
         ``(height, width, channels)`` float32.
     tile_size : int
-        Side of the square tiles; a multiple of ``2**depth``. Images whose padded size fits
-        in one tile are predicted whole.
+        Largest tile side; a multiple of ``2**depth``. Images whose padded size fits in one
+        tile are predicted whole; larger ones in the fewest overlapping tiles that cover
+        them (see :func:`axis_tiles`). Memory grows with the tile, not the image.
     overlap : int, optional
-        Pixels shared by neighbouring tiles, blended smoothly; by default an eighth of the
-        tile (64 pixels for 512-pixel tiles).
+        Least number of pixels shared by neighbouring tiles, blended smoothly; by default
+        an eighth of ``tile_size`` (128 pixels for 1024-pixel tiles).
     tta : bool
         Average over the 8 flips and rotations.
-    batch_size : int
-        Tiles (or transformed copies of a tile) per model call.
+    batch_size : int, optional
+        Tiles (or transformed copies of a tile) per model call; by default as many as fit
+        in about one megapixel.
 
     Returns
     -------
@@ -128,46 +142,56 @@ def predict_full(
         overlap = tile_size // 8
     if not 0 <= overlap < tile_size // 2:
         raise ValueError(f"overlap must be in [0, tile_size / 2), got {overlap}")
+    if batch_size is not None and batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     transforms = DIHEDRAL if tta else (0,)
     height, width = image.shape[:2]
-    if (
-        -(-height // multiple) * multiple <= tile_size
-        and -(-width // multiple) * multiple <= tile_size
-    ):
-        return _predict_padded(model, image, multiple, transforms).astype(np.float32)
+    tile_height, tops = axis_tiles(height, tile_size, overlap, multiple)
+    tile_width, lefts = axis_tiles(width, tile_size, overlap, multiple)
+    if batch_size is None:
+        batch_size = max(1, BATCH_PIXELS // (tile_height * tile_width))
 
-    # Pad small sides up to one tile so every tile is a full square.
-    padded, shape = image, (height, width)
-    pad_height, pad_width = max(0, tile_size - height), max(0, tile_size - width)
+    # Pad short sides (by reflection) up to one tile, so every tile is whole.
+    pad_height, pad_width = max(0, tile_height - height), max(0, tile_width - width)
+    padded = image
     if pad_height or pad_width:
         mode = "reflect" if min(height, width) > 1 else "edge"
         padded = np.pad(image, [(0, pad_height), (0, pad_width), (0, 0)], mode=mode)
-    window = blend_window(tile_size, overlap)[..., None]
-    origins = [
-        (top, left)
-        for top in tile_starts(padded.shape[0], tile_size, overlap)
-        for left in tile_starts(padded.shape[1], tile_size, overlap)
-    ]
+    single = len(tops) == len(lefts) == 1
+    window = np.ones((tile_height, tile_width, 1), np.float32)
+    if not single:
+        window = blend_window((tile_height, tile_width), overlap)[..., None]
+
+    # Each work item is one transformed tile. A quarter turn swaps the sides of a
+    # rectangular tile, so batches take items of one orientation at a time.
+    origins = [(top, left) for top in tops for left in lefts]
     total = weights = None
-    # Each work item is one transformed tile; batches mix tiles and transforms freely.
-    items = [(origin, transform) for origin in origins for transform in transforms]
-    for start in range(0, len(items), batch_size):
-        chunk = items[start : start + batch_size]
-        batch = np.stack(
-            [
-                dihedral(padded[top : top + tile_size, left : left + tile_size], transform)
-                for (top, left), transform in chunk
-            ]
-        )
-        predictions = _predict_batch(model, batch)
-        if total is None:
-            total = np.zeros((*padded.shape[:2], predictions.shape[-1]), np.float32)
-            weights = np.zeros((*padded.shape[:2], 1), np.float32)
-        for ((top, left), transform), prediction in zip(chunk, predictions, strict=True):
-            prediction = inverse_dihedral(prediction, transform) / len(transforms)
-            total[top : top + tile_size, left : left + tile_size] += prediction * window
-            weights[top : top + tile_size, left : left + tile_size] += window / len(transforms)
-    return crop_to_shape(total / weights, shape)
+    for turned in (False, True):
+        items = [
+            (origin, transform)
+            for origin in origins
+            for transform in transforms
+            if (transform % 2 == 1) == turned
+        ]
+        for start in range(0, len(items), batch_size):
+            chunk = items[start : start + batch_size]
+            batch = np.stack(
+                [
+                    dihedral(padded[top : top + tile_height, left : left + tile_width], transform)
+                    for (top, left), transform in chunk
+                ]
+            )
+            predictions = _predict_batch(model, batch)
+            if total is None:
+                total = np.zeros((*padded.shape[:2], predictions.shape[-1]), np.float32)
+                weights = np.zeros((*padded.shape[:2], 1), np.float32)
+            for ((top, left), transform), prediction in zip(chunk, predictions, strict=True):
+                prediction = inverse_dihedral(prediction, transform)
+                total[top : top + tile_height, left : left + tile_width] += prediction * window
+                weights[top : top + tile_height, left : left + tile_width] += window
+    if single:
+        return (total[:height, :width] / len(transforms)).astype(np.float32)
+    return crop_to_shape(total / weights, (height, width))
 
 
 # Used when a model has no tuned settings beside it: the method that needs only channel 0,
@@ -175,7 +199,7 @@ def predict_full(
 FALLBACK_SETTINGS = {
     "postprocess": {"method": "components", "threshold": 0.5, "min_area": 15},
     "tta": False,
-    "tile_size": 512,
+    "tile_size": 1024,
 }
 
 
@@ -230,7 +254,7 @@ def read_settings(model_path: str | Path) -> dict:
 
 
 def segment(
-    model, image: np.ndarray, postprocess: dict, tta: bool = False, tile_size: int = 512
+    model, image: np.ndarray, postprocess: dict, tta: bool = False, tile_size: int = 1024
 ) -> np.ndarray:
     """Instance labels of an image of any size: :func:`predict_full`, then post-processing.
 
