@@ -96,3 +96,32 @@ def test_saved_model_round_trip_with_custom_metrics(tmp_path):
     target = (image[..., :1] > 0.5).astype(np.float32)
     assert "pixel_iou" in loaded.evaluate(image, target, verbose=0, return_dict=True)
     np.testing.assert_allclose(loaded.predict(image, verbose=0), net.predict(image, verbose=0))
+
+
+def test_xla_training_matches_plain_training():
+    # 02-training compiles with XLA by default: it must train exactly as plain TensorFlow,
+    # with the same losses, weights and batch-norm statistics after a few steps.
+    images = np.random.default_rng(0).random((4, 32, 32, 3)).astype(np.float32)
+    targets = (images[..., :2] > 0.5).astype(np.float32)
+    results = []
+    for jit_compile in (False, True):
+        keras.utils.set_random_seed(1)
+        net = model.get_model(num_classes=2, depth=2, base_filters=4)
+        net.compile(
+            optimizer=keras.optimizers.SGD(0.1), loss=losses.bce_dice_loss, jit_compile=jit_compile
+        )
+        losses_seen = [float(net.train_on_batch(images, targets)) for _ in range(3)]
+        norm = net.get_layer("down0_bn1")
+        results.append(
+            (
+                losses_seen,
+                norm.moving_mean.numpy(),
+                norm.moving_variance.numpy(),
+                net.get_layer("head").kernel.numpy(),
+                net.predict_on_batch(images),
+            )
+        )
+    for plain, compiled in zip(*results, strict=True):
+        np.testing.assert_allclose(compiled, plain, rtol=1e-4, atol=1e-5)
+    # The moving statistics did move.
+    assert not np.allclose(results[0][1], 0.0)
