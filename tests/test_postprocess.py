@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 from conftest import disc, disc_labels
+from scipy import ndimage
 
 from unet_tf import metrics, postprocess
 
@@ -72,3 +73,21 @@ def test_relabel_sequential_and_shape_checks():
     )
     with pytest.raises(ValueError, match="probability map"):
         postprocess.connected_components(np.zeros((2, 2, 2, 2)))
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_distance_peaks_blob_by_blob_equal_the_whole_image_h_maxima(seed):
+    from skimage.morphology import reconstruction
+
+    rng = np.random.default_rng(seed)
+    rows, cols = np.ogrid[:128, :128]
+    mask = np.zeros((128, 128), bool)
+    for _ in range(25):
+        row, col = rng.uniform(0, 128, 2)
+        mask |= (rows - row) ** 2 + (cols - col) ** 2 <= rng.uniform(3, 10) ** 2
+    distance = ndimage.distance_transform_edt(mask)
+    blobs, _ = ndimage.label(mask, structure=np.ones((3, 3)))
+    markers = postprocess._distance_peaks(distance, 2.0, blobs)
+    whole = distance - reconstruction(np.maximum(distance - 2.0, 0), distance, method="dilation")
+    np.testing.assert_array_equal(markers > 0, whole > 1e-6)
+    assert markers.max() >= 2
