@@ -1,5 +1,7 @@
 """Training helpers: the time limit, atomic model saving and the run record."""
 
+import os
+
 import keras
 import numpy as np
 import pytest
@@ -70,6 +72,10 @@ def test_a_resumed_run_continues_exactly_where_the_checkpoint_left_off(tmp_path)
     assert len(state["history"]["loss"]) == 2
     assert state["callbacks"]["EarlyStopping"]["best"] == min(state["history"]["loss"])
     assert sorted(p.name for p in (tmp_path / "resume").iterdir()) == ["epoch-0002", "latest"]
+    # The checkpoint folder gets the permissions of any new folder, not mkdtemp's private ones.
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (tmp_path / "resume" / "epoch-0002").stat().st_mode & 0o777 == 0o777 & ~umask
 
     resumed = tiny_compiled_model()  # Fresh weights, as after a crash.
     training.restore_checkpoint(resumed, tmp_path / "resume", state)

@@ -14,6 +14,13 @@ _UMASK = os.umask(0)
 os.umask(_UMASK)
 
 
+def set_usual_permissions(path: str | Path) -> None:
+    """Give a file or folder the permissions the umask gives new ones (``mkstemp`` and
+    ``mkdtemp`` make them private to the owner)."""
+    path = Path(path)
+    os.chmod(path, (0o777 if path.is_dir() else 0o666) & ~_UMASK)
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success it is renamed to ``path``.
@@ -35,7 +42,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     try:
         yield partial
         if partial.exists():
-            os.chmod(partial, 0o666 & ~_UMASK)
+            set_usual_permissions(partial)
         os.replace(partial, path)
     finally:
         partial.unlink(missing_ok=True)

@@ -11,7 +11,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from unet_tf.files import atomic_path, write_json
+from unet_tf.files import atomic_path, set_usual_permissions, write_json
 
 
 class TimeLimit(keras.callbacks.Callback):
@@ -225,6 +225,7 @@ class EpochCheckpoint(keras.callbacks.Callback):
             final = self.directory / name
             if final.exists():
                 shutil.rmtree(final)
+            set_usual_permissions(staging)
             os.replace(staging, final)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
