@@ -18,6 +18,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras
 import tensorflow as tf
 
+# Run as a script, this folder is on the path: one steady-state step timing for both benchmarks.
+from throughput import fit_rate
+
 from unet_tf import config, data, losses, model, pipeline
 
 REQUIRED_RATIO = 5.0
@@ -31,13 +34,6 @@ def crops_per_second(dataset: tf.data.Dataset, batches: int, batch_size: int) ->
     for _ in range(batches):
         next(iterator)
     return batches * batch_size / (time.perf_counter() - started)
-
-
-def training_crops_per_second(net, dataset: tf.data.Dataset, steps: int, batch_size: int) -> float:
-    net.fit(dataset, steps_per_epoch=3, epochs=1, verbose=0, shuffle=False)  # Warm-up.
-    started = time.perf_counter()
-    net.fit(dataset, steps_per_epoch=steps, epochs=1, verbose=0, shuffle=False)
-    return steps * batch_size / (time.perf_counter() - started)
 
 
 def main(argv=None) -> int:
@@ -70,7 +66,7 @@ def main(argv=None) -> int:
     # Compiled with XLA, as 02-training compiles it: the faster step is the harder bar.
     net.compile(optimizer="adam", loss=losses.bce_dice_loss, jit_compile=True)
     dataset = pipeline.make_training_dataset(packed, args.crop_size, args.batch_size, seed=0)
-    training = training_crops_per_second(net, dataset, args.steps, args.batch_size)
+    training = fit_rate(net, dataset, args.batch_size, args.steps)
 
     print(
         f"\ncrop {args.crop_size}x{args.crop_size}, batch {args.batch_size}, {os.cpu_count()} CPUs"

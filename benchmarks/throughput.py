@@ -114,21 +114,26 @@ class StepTimes(keras.callbacks.Callback):
         self.times.append(time.perf_counter())
 
 
-def training_rate(net: keras.Model, side: int, batch: int, steps: int, warmup: int = 3) -> float:
-    """Steady-state training crops per second on synthetic crops.
+def fit_rate(net: keras.Model, dataset, batch: int, steps: int, warmup: int = 3) -> float:
+    """Steady-state training crops per second of ``net`` on ``dataset``.
 
     The steps are timed inside one ``fit`` call, from the end of the warm-up steps (tracing,
     XLA compilation) to the end of the last step. Timing whole ``fit`` calls would add the
-    start and end of a ``fit``, which with this synthetic dataset came out in multiples of
+    start and end of a ``fit``, which with a synthetic dataset came out in multiples of
     about 10 s and hid real differences.
     """
+    timer = StepTimes()
+    net.fit(dataset, steps_per_epoch=warmup + steps, epochs=1, verbose=0, callbacks=[timer])
+    return steps * batch / (timer.times[-1] - timer.times[warmup - 1])
+
+
+def training_rate(net: keras.Model, side: int, batch: int, steps: int) -> float:
+    """Steady-state training crops per second on synthetic ``side`` crops (:func:`fit_rate`)."""
     rng = np.random.default_rng(0)
     images = rng.random((batch, side, side, net.input_shape[-1])).astype(np.float32)
     targets = (rng.random((batch, side, side, net.output_shape[-1])) > 0.5).astype(np.float32)
     dataset = tf.data.Dataset.from_tensors((images, targets)).repeat()
-    timer = StepTimes()
-    net.fit(dataset, steps_per_epoch=warmup + steps, epochs=1, verbose=0, callbacks=[timer])
-    return steps * batch / (timer.times[-1] - timer.times[warmup - 1])
+    return fit_rate(net, dataset, batch, steps)
 
 
 def default_recipe(jit_compile: bool) -> keras.Model:
@@ -304,7 +309,10 @@ def main(argv=None) -> int:
         ("tile_1024_tta", 1024, True),
     ):
         mpx = inference_rate(net, 1024, tta, 1 if tta else repeats, tile_size)
-        inferring[name] = {"mpx_per_s": mpx, "share_of_matmul": share(mpx * (8 if tta else 1), 1)}
+        inferring[name] = {
+            "mpx_per_s": mpx,
+            "share_of_matmul": share(mpx * (len(inference.DIHEDRAL) if tta else 1), 1),
+        }
         print(f"inference 1024x1024, {name}: {mpx:.3f} Mpx/s", flush=True)
 
     post = postprocess_seconds(repeats)

@@ -157,9 +157,9 @@ def predict_full(
     if pad_height or pad_width:
         mode = "reflect" if min(height, width) > 1 else "edge"
         padded = np.pad(image, [(0, pad_height), (0, pad_width), (0, 0)], mode=mode)
-    single = len(tops) == len(lefts) == 1
+    # A lone tile is not blended: a flat window leaves the plain average of the transforms.
     window = np.ones((tile_height, tile_width, 1), np.float32)
-    if not single:
+    if len(tops) * len(lefts) > 1:
         window = blend_window((tile_height, tile_width), overlap)[..., None]
 
     # Each work item is one transformed tile. A quarter turn swaps the sides of a
@@ -189,8 +189,6 @@ def predict_full(
                 prediction = inverse_dihedral(prediction, transform)
                 total[top : top + tile_height, left : left + tile_width] += prediction * window
                 weights[top : top + tile_height, left : left + tile_width] += window
-    if single:
-        return (total[:height, :width] / len(transforms)).astype(np.float32)
     return crop_to_shape(total / weights, (height, width))
 
 
