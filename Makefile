@@ -18,9 +18,18 @@ help: ## Show this help.
 
 setup: $(STAMP) ## Create .venv, install the pinned requirements, register the Jupyter kernel.
 
+# tensorflow (with CUDA parts on x86-64) and tensorflow-cpu install the same files, so a venv
+# must hold one of them only: when requirements.txt switches between them, the other one goes
+# first, or its files (the CUDA stubs, say) would stay behind. requirements.txt asks for
+# tensorflow-cpu on x86-64 only (the only machines it is published for).
+TF_CPU_LISTED = $(shell grep -E '^tensorflow-cpu[=<>~ ;]' requirements.txt)
+TF_UNWANTED = $(if $(and $(TF_CPU_LISTED),$(filter x86_64,$(shell uname -m))),tensorflow,tensorflow-cpu)
+
 $(STAMP): requirements.txt pyproject.toml
 	test -x $(PYTHON) || $(PYTHON_SYSTEM) -m venv $(VENV)
 	$(PYTHON) -m pip install --upgrade pip
+	if $(PYTHON) -m pip show -q $(TF_UNWANTED) 2>/dev/null; then \
+		$(PYTHON) -m pip uninstall -y $(TF_UNWANTED); fi
 	$(PYTHON) -m pip install -r requirements.txt
 	$(PYTHON) -m pip install --no-deps -e .
 	$(PYTHON) -m ipykernel install --sys-prefix --name unet-tf --display-name "Python (unet-tf)"
@@ -29,7 +38,9 @@ $(STAMP): requirements.txt pyproject.toml
 data: ## Unpack DSB2018 into data/raw/ (local zips, else the official download).
 	$(PYTHON_SYSTEM) -m unet_tf.fetch
 
-test: setup data ## Run the test suite (fast, synthetic data plus checks of the real data).
+# No `data` prerequisite: the tests of the real data skip, saying so, where it is not unpacked
+# (.ci/run runs `make data` first, so CI tests with it).
+test: setup ## Run the test suite (synthetic data; checks of the real data after `make data`).
 	$(PYTHON) -m pytest
 
 lint: setup ## Check code style with ruff.

@@ -18,13 +18,21 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from unet_tf import config, data, files, metrics, model, postprocess, training
+from unet_tf import config, data, evaluation, files, model, training
 
 SIZE = 128
 
 
 def resize(array: np.ndarray, shape, method: str) -> np.ndarray:
     return tf.image.resize(array, shape, method=method).numpy()
+
+
+def starter_model() -> keras.Model:
+    """The starter kernel's network, compiled as it compiles it: depth 4, 16..256 filters, no
+    batch normalisation, dropout between the convolutions, sigmoid output, Adam and BCE."""
+    net = model.get_model(depth=4, base_filters=16, batch_norm=False, dropout_rate=0.1)
+    net.compile(optimizer="adam", loss="binary_crossentropy")
+    return net
 
 
 def main(argv=None) -> int:
@@ -36,9 +44,9 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
 
     keras.utils.set_random_seed(args.seed)
-    train_ids, validation_ids = data.train_validation_ids(config.TRAIN_DIR, config.VALIDATION_IDS)
+    train_ids, _ = data.train_validation_ids(config.TRAIN_DIR, config.VALIDATION_IDS)
     if args.max_images:
-        train_ids, validation_ids = train_ids[: args.max_images], validation_ids[: args.max_images]
+        train_ids = train_ids[: args.max_images]
     cache = config.LABEL_CACHE
     train = data.load_samples(config.TRAIN_DIR, ids=train_ids, cache_dir=cache)
     images = np.stack([resize(image, (SIZE, SIZE), "bilinear") for _, image, _ in train])
@@ -49,10 +57,7 @@ def main(argv=None) -> int:
         ]
     )
 
-    # The starter kernel's network: depth 4, 16..256 filters, no batch normalisation,
-    # dropout between the convolutions, sigmoid output.
-    net = model.get_model(depth=4, base_filters=16, batch_norm=False, dropout_rate=0.1)
-    net.compile(optimizer="adam", loss="binary_crossentropy")
+    net = starter_model()
     started = time.monotonic()
     history = net.fit(
         images,
@@ -68,20 +73,21 @@ def main(argv=None) -> int:
     )
     minutes = (time.monotonic() - started) / 60
 
-    scores = []
-    for _, image, labels in data.load_samples(
-        config.TRAIN_DIR, ids=validation_ids, cache_dir=cache
-    ):
-        small = resize(image, (SIZE, SIZE), "bilinear")
-        probability = net.predict(small[None], verbose=0)[0]
-        probability = resize(probability, image.shape[:2], "bilinear")[..., 0]
-        predicted = postprocess.connected_components(probability, threshold=0.5, min_area=1)
-        scores.append(metrics.image_scores(labels, predicted))
+    samples = evaluation.validation_samples(args.max_images)
+    outputs = [
+        resize(
+            net.predict(resize(image, (SIZE, SIZE), "bilinear")[None], verbose=0)[0],
+            image.shape[:2],
+            "bilinear",
+        )
+        for _, image, _ in samples
+    ]
+    scores = evaluation.score(
+        samples, outputs, {"method": "components", "threshold": 0.5, "min_area": 1}
+    )
     result = {
         "recipe": "128x128 resize, U-Net 16..256 filters, BCE, threshold 0.5, connected components",
-        "dsb_score": float(np.mean([s["dsb_score"] for s in scores])),
-        "pixel_iou": float(np.mean([s["pixel_iou"] for s in scores])),
-        "dice": float(np.mean([s["dice"] for s in scores])),
+        **{key: float(scores[key].mean()) for key in ("dsb_score", "pixel_iou", "dice")},
         "validation_images": len(scores),
         "epochs_trained": len(history.history["loss"]),
         "training_minutes": round(minutes, 2),

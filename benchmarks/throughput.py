@@ -40,19 +40,10 @@ import tensorflow as tf
 from keras import layers
 from scipy import ndimage
 
-from unet_tf import (
-    config,
-    data,
-    files,
-    inference,
-    keras_metrics,
-    losses,
-    model,
-    postprocess,
-    rle,
-    submission,
-    training,
-)
+# Run as a script, this folder is on the path.
+from starter_recipe import starter_model
+
+from unet_tf import config, files, inference, postprocess, rle, submission, training
 
 
 def matmul_gflops(n: int = 1024, seconds: float = 3.0) -> float:
@@ -137,16 +128,9 @@ def training_rate(net: keras.Model, side: int, batch: int, steps: int) -> float:
 
 
 def default_recipe(jit_compile: bool) -> keras.Model:
-    """The model of ``02-training`` compiled as it compiles it (nucleus + border targets)."""
+    """The model of ``02-training``, built and compiled by the same library call."""
     keras.utils.set_random_seed(0)
-    net = model.get_model(num_classes=2)
-    net.compile(
-        optimizer=keras.optimizers.Adam(1e-3),
-        loss=losses.get_loss("bce_dice"),
-        metrics=[keras_metrics.PixelIoU(channel=0), keras_metrics.PixelDice(channel=0)],
-        jit_compile=jit_compile,
-    )
-    return net
+    return training.build_model(training.TrainingConfig(jit_compile=jit_compile))
 
 
 def inference_rate(
@@ -204,41 +188,31 @@ def postprocess_seconds(repeats: int) -> dict:
 
 
 def submission_seconds(max_images: int = 0) -> dict | None:
-    """The stage1_test submission as ``04-submission`` makes it, timed from model loading to
-    a validated CSV; ``None`` without test images. Uses the trained model and its tuned
-    settings when they exist, else an untrained default model with the fallback settings
-    and TTA (which costs the same per pixel)."""
+    """The stage1_test submission as ``04-submission`` makes it (the same library call),
+    timed from model loading to a validated CSV; ``None`` without test images. Uses the
+    trained model and its tuned settings when they exist, else an untrained default model
+    with the fallback settings and TTA (which costs the same per pixel)."""
     test_dir = Path(config.TEST_DIR)
     if not test_dir.is_dir():
         return None
     model_path = config.MODELS_DIR / "unet.keras"
     started = time.perf_counter()
     if model_path.is_file():
-        net = keras.models.load_model(model_path, compile=False)
+        net = training.load_model(model_path)
         settings = inference.read_settings(model_path)
     else:
-        net = model.get_model(num_classes=2)
+        net = default_recipe(jit_compile=False)
         settings = {**inference.FALLBACK_SETTINGS, "tta": True}
     ids = submission.listed_ids(config.SAMPLE_SUBMISSION, test_dir)
     ids = ids[:max_images] if max_images else ids
-    rows, shapes, pixels = [], {}, 0
-    for start in range(0, len(ids), 16):
-        chunk = ids[start : start + 16]
-        for image_id, image, _ in data.load_samples(test_dir, ids=chunk, with_labels=False):
-            labels = inference.segment(
-                net, image, settings["postprocess"], settings["tta"], settings["tile_size"]
-            )
-            rows += submission.submission_rows(image_id, labels)
-            shapes[image_id] = image.shape[:2]
-            pixels += image.shape[0] * image.shape[1]
     with tempfile.TemporaryDirectory() as folder:
-        path = Path(folder) / "submission.csv"
-        submission.write_submission(rows, path)
-        submission.validate_submission(path, shapes)
+        made = submission.make_submission(
+            net, settings, test_dir, Path(folder) / "submission.csv", ids
+        )
     return {
         "seconds": time.perf_counter() - started,
         "images": len(ids),
-        "megapixels": pixels / 1e6,
+        "megapixels": made.megapixels,
         "trained_model": model_path.is_file(),
         "tta": bool(settings["tta"]),
         "tile_size": settings["tile_size"],
@@ -248,8 +222,7 @@ def submission_seconds(max_images: int = 0) -> dict | None:
 
 def starter_rate(side: int = 128, batch: int = 16, steps: int = 20) -> dict:
     """The starter recipe's training and (resized) inference throughput."""
-    net = model.get_model(depth=4, base_filters=16, batch_norm=False, dropout_rate=0.1)
-    net.compile(optimizer="adam", loss="binary_crossentropy")
+    net = starter_model()
     crops = training_rate(net, side, batch, steps)
     images = np.random.default_rng(2).random((batch, side, side, 3)).astype(np.float32)
     net.predict_on_batch(images)
@@ -276,7 +249,7 @@ def main(argv=None) -> int:
     gflops = matmul_gflops(seconds=1.0 if args.quick else 3.0)
     print(f"matmul float32 (n=1024): {gflops:.1f} GFLOP/s", flush=True)
 
-    flops = conv_flops_per_pixel(model.get_model(num_classes=2), args.crop)
+    flops = conv_flops_per_pixel(default_recipe(jit_compile=False), args.crop)
 
     def share(mpx_per_s: float, passes: int) -> float:
         return mpx_per_s * 1e6 * passes * flops / (gflops * 1e9)

@@ -102,9 +102,6 @@ def test_labels_are_one_instance_per_mask(disc_sample):
     labels = data.read_labels(sample)
     assert labels.dtype == np.int32
     np.testing.assert_array_equal(labels, expected)
-    image, labels2 = data.load_sample(sample)
-    assert image.shape == (64, 80, 3)
-    np.testing.assert_array_equal(labels2, expected)
 
 
 def test_missing_masks_folder_is_a_clear_error(tmp_path):
@@ -187,18 +184,33 @@ def test_imaging_type_separates_the_three_kinds():
     assert data.imaging_type(stained) == "stained"
 
 
+INDEX_COLUMNS = [
+    "image_id", "path", "height", "width", "channels", "imaging_type",
+    "nucleus_count", "median_nucleus_area", "coverage",
+]  # fmt: skip
+
+
 def test_build_index_columns_and_counts(disc_sample):
     sample, expected = disc_sample
     index = data.build_index(sample.parent)
     row = index.iloc[0]
-    assert list(index.columns) == [
-        "image_id", "path", "height", "width", "channels", "imaging_type",
-        "nucleus_count", "median_nucleus_area",
-    ]  # fmt: skip
+    assert list(index.columns) == INDEX_COLUMNS
     assert (row.height, row.width, row.channels) == (64, 80, 4)
     assert row.imaging_type == "fluorescence"
     assert row.nucleus_count == 3
     assert row.median_nucleus_area == np.median(np.bincount(expected.ravel())[1:])
+    assert row.coverage == pytest.approx((expected > 0).mean())
+
+
+def test_build_index_describes_a_test_set_without_masks(tmp_path):
+    image = np.full((6, 9, 3), 200, np.uint8)
+    write_sample(tmp_path / "stage1_test", "t0", image, masks=None)
+    index = data.build_index(tmp_path / "stage1_test", with_labels=False)
+    assert list(index.columns) == INDEX_COLUMNS
+    row = index.iloc[0]
+    assert (row.image_id, row.height, row.width, row.channels) == ("t0", 6, 9, 3)
+    assert row.imaging_type == "brightfield"
+    assert index[["nucleus_count", "median_nucleus_area", "coverage"]].isna().all(axis=None)
 
 
 def test_validation_split_is_seeded_and_stratified():

@@ -31,11 +31,31 @@ def test_the_eight_transforms_are_distinct():
     assert len(seen) == 8
 
 
-def test_tiled_equals_untiled_on_an_image_that_fits_one_tile(net):
-    image = np.random.default_rng(0).random((40, 56, 3)).astype(np.float32)
-    whole = model.predict_image(net, image)
-    tiled = inference.predict_full(net, image, tile_size=64, overlap=8)
-    np.testing.assert_allclose(tiled, whole, atol=1e-5)
+def test_an_image_that_fits_one_tile_is_one_pass_of_the_model(net):
+    aligned = np.random.default_rng(0).random((40, 56, 3)).astype(np.float32)
+    direct = net.predict_on_batch(aligned[None])[0]
+    np.testing.assert_allclose(
+        inference.predict_full(net, aligned, tile_size=64), direct, atol=1e-5
+    )
+    # Other sizes are padded by reflection to a multiple of 2**depth and cropped back.
+    image = aligned[:37, :53]
+    padded = np.pad(image, [(0, 3), (0, 3), (0, 0)], mode="reflect")
+    prediction = inference.predict_full(net, image, tile_size=64)
+    assert prediction.shape == (37, 53, 1)
+    np.testing.assert_allclose(
+        prediction, net.predict_on_batch(padded[None])[0, :37, :53], atol=1e-5
+    )
+    with pytest.raises(ValueError, match="height, width, channels"):
+        inference.predict_full(net, image[..., 0])
+
+
+def test_a_one_pixel_wide_image_is_padded_by_repeating_its_edge(net):
+    image = np.random.default_rng(4).random((20, 1, 3)).astype(np.float32)
+    # Reflection has nothing to mirror in one column: the column is repeated to 4 instead.
+    expected = net.predict_on_batch(np.repeat(image, 4, axis=1)[None])[0, :, :1]
+    np.testing.assert_allclose(
+        inference.predict_full(net, image, tile_size=64), expected, atol=1e-5
+    )
 
 
 def test_large_images_are_tiled_and_blended_without_seams(net):
@@ -46,8 +66,8 @@ def test_large_images_are_tiled_and_blended_without_seams(net):
     # Rows take two tiles of 92 starting at 0 and 58, columns three of 80 starting at 0, 45
     # and 90. The first tile is alone on rows below 58 and columns below 45, and rows below
     # 50 and columns below 40 lie farther from its inner edges than the depth-2 receptive
-    # field reaches, so there the blend must equal one whole-image pass.
-    whole = model.predict_image(net, image)
+    # field reaches, so there the blend must equal one whole-image pass: one tile of 152x172.
+    whole = inference.predict_full(net, image, tile_size=256)
     assert inference.axis_tiles(150, 96, 32, 4) == (92, [0, 58])
     assert inference.axis_tiles(170, 96, 32, 4) == (80, [0, 45, 90])
     np.testing.assert_allclose(tiled[:50, :40], whole[:50, :40], atol=1e-5)
@@ -60,7 +80,9 @@ def test_tta_of_a_symmetric_model_input_matches_and_keeps_shape(net):
     assert averaged.shape == (48, 32, 1)
     manual = np.mean(
         [
-            inference.inverse_dihedral(model.predict_image(net, inference.dihedral(image, t)), t)
+            inference.inverse_dihedral(
+                inference.predict_full(net, inference.dihedral(image, t), tile_size=64), t
+            )
             for t in range(8)
         ],
         axis=0,

@@ -3,6 +3,7 @@
 import json
 import re
 import shutil
+import sys
 import zipfile
 
 import nbformat
@@ -12,7 +13,7 @@ import papermill
 import pytest
 from conftest import disc, write_sample
 
-from unet_tf import config, data, kaggle, report, submission
+from unet_tf import config, data, kaggle, kernel_setup, report, submission
 
 SMOKE = {
     "epochs": 1,
@@ -97,7 +98,8 @@ def run_kernel(kernel, tmp_path, zipped, **parameters):
 def test_the_kernel_trains_on_folders_then_predicts_from_zips_with_an_attached_model(
     kernel, tmp_path
 ):
-    trained = run_kernel(kernel, tmp_path / "folders", zipped=False)
+    # max_images limits training and tuning to 2 images; the submission still holds all 3.
+    trained = run_kernel(kernel, tmp_path / "folders", zipped=False, max_images=2)
     models = trained / "models"
     assert (models / "unet.keras").is_file() and (models / "unet.log.csv").is_file()
     assert (models / "unet.inference.json").is_file()
@@ -112,17 +114,28 @@ def test_the_kernel_trains_on_folders_then_predicts_from_zips_with_an_attached_m
     assert "unpacking" in executed
 
 
+def tagged(notebook, tag):
+    """The cells of a notebook (JSON or nbformat) that have ``tag``."""
+    return [cell for cell in notebook["cells"] if tag in cell["metadata"].get("tags", [])]
+
+
 def test_the_kernel_is_one_self_contained_notebook_of_this_commit(kernel):
     notebook = nbformat.read(kernel / kaggle.KERNEL_FILE, as_version=4)
     nbformat.validate(notebook)
     code = [cell.source for cell in notebook.cells if cell.cell_type == "code"]
-    assert "parameters" in notebook.cells[1].metadata["tags"]
+    [parameters] = tagged(notebook, "parameters")
+    [setup] = tagged(notebook, "kernel-setup")
+    # The parameters come first, then the setup that reads them, as papermill requires.
+    assert code[:2] == [parameters.source, setup.source]
     for name in ("input_root", "output_root", "model_dir", "epochs", "tta", "max_images"):
-        assert re.search(rf"^{name}: ", code[0], re.MULTILINE), name
-    assert '"/kaggle/input/data-science-bowl-2018"' in code[0]
+        assert re.search(rf"^{name}: ", parameters.source, re.MULTILINE), name
+    assert '"/kaggle/input/data-science-bowl-2018"' in parameters.source
+    # The setup program is the kernel_setup module itself, which ruff and the tests see.
+    module = (config.PROJECT_ROOT / "unet_tf" / "kernel_setup.py").read_text()
+    assert setup.source.startswith(module.rstrip())
     # Every module of the package travels in the kernel, exactly as in the repository.
     for path in (config.PROJECT_ROOT / "unet_tf").glob("*.py"):
-        assert json.dumps(path.read_text()) in code[1], path.name
+        assert json.dumps(path.read_text()) in setup.source, path.name
     # Nothing is installed: no shell escapes, no pip.
     assert not any(re.search(r"^\s*[!%]", source, re.MULTILINE) for source in code)
     assert not any("subprocess" in source for source in code)
@@ -162,3 +175,151 @@ def test_an_attached_dataset_without_settings_is_named(tmp_path):
     (tmp_path / "unet.keras").write_bytes(b"model")
     with pytest.raises(FileNotFoundError, match=r"unet\.inference\.json"):
         kaggle.attach_model(tmp_path, tmp_path / "models")
+
+
+# --- the builder on small synthetic notebooks ------------------------------------------
+
+
+def synthetic_notebook(*cells):
+    """An nbformat 4 notebook of ``(cell_type, source, tags)`` cells."""
+    return {
+        "cells": [
+            {"cell_type": kind, "metadata": {"tags": list(tags)}, "source": source}
+            | ({"execution_count": None, "outputs": []} if kind == "code" else {})
+            for kind, source, tags in cells
+        ],
+        "metadata": {},
+        "nbformat": 4,
+        "nbformat_minor": 5,
+    }
+
+
+def notebook_cells(name, parameters="max_images: int = 0\nmodel_name: str = 'unet'\n"):
+    """A notebook as the rewritten ones are: title, imports, parameters, then its work."""
+    return [
+        ("markdown", f"# {name}", ()),
+        ("code", "import math\n", ()),
+        ("code", parameters, ("parameters",)),
+        ("code", f"ran = [*globals().get('ran', []), ({name!r}, max_images)]\n", ()),
+    ]
+
+
+def synthetic_repository(root, notebooks=None):
+    """A repository with this one's package and split, and notebooks of the given cells."""
+    shutil.copytree(config.PROJECT_ROOT / "unet_tf", root / "unet_tf")
+    shutil.copytree(config.SPLITS_DIR, root / "data" / "splits")
+    (root / "notebooks").mkdir()
+    for name in kaggle.NOTEBOOKS:
+        cells = (notebooks or {}).get(name) or notebook_cells(name)
+        (root / "notebooks" / f"{name}.ipynb").write_text(json.dumps(synthetic_notebook(*cells)))
+    return root
+
+
+def run_sections(notebook, **parameters):
+    """Run the kernel's cells after the setup cell, with the given parameters, as Python."""
+    namespace = {"train_here": True, **parameters}
+    cells = notebook["cells"]
+    for cell in cells[cells.index(*tagged(notebook, "kernel-setup")) + 1 :]:
+        if cell["cell_type"] == "code":
+            exec(cell["source"], namespace)
+    return namespace
+
+
+def test_parameters_cells_are_found_by_tag_wherever_they_are(tmp_path):
+    moved = notebook_cells("02-training")
+    moved = [moved[0], moved[1], moved[3], moved[2]]  # The parameters cell comes last.
+    root = synthetic_repository(tmp_path, {"02-training": moved})
+    notebook = kaggle.build_notebook(root)
+    parameters = notebook["cells"][1]
+    assert parameters["metadata"]["tags"] == ["parameters"]
+    assert "max_images: int = 0" in parameters["source"]
+    # No notebook's parameters cell is left in its section, wherever it was.
+    assert tagged(notebook, "parameters") == [parameters]
+    ran = run_sections(notebook, max_images=5)["ran"]
+    assert ran == [("02-training", 5), ("03-results", 5), ("04-submission", 0)]
+
+
+@pytest.mark.parametrize("tags", [(), ("parameters",)], ids=["untagged", "tagged-twice"])
+def test_a_notebook_without_exactly_one_parameters_cell_is_named(tmp_path, tags):
+    cells = notebook_cells("03-results")
+    cells[2] = ("code", cells[2][1], tags)
+    if tags:
+        cells.append(("code", "tile_size: int = 64\n", tags))
+    root = synthetic_repository(tmp_path, {"03-results": cells})
+    with pytest.raises(ValueError, match=r"03-results: [02] code cells are tagged 'parameters'"):
+        kaggle.build_notebook(root)
+
+
+def test_the_submission_predicts_every_image_whatever_max_images_said(tmp_path):
+    root = synthetic_repository(tmp_path)
+    notebook = kaggle.build_notebook(root)
+    [cell] = tagged(notebook, "section-parameters")
+    assert re.search(r"^max_images = 0  # .*every", cell["source"], re.MULTILINE)
+    # It stands where 04-submission's parameters cell was: after its title and imports.
+    at = notebook["cells"].index(cell)
+    assert notebook["cells"][at - 2]["source"] == "# 04-submission"
+    assert run_sections(notebook, max_images=2)["max_images"] == 0
+
+
+def test_a_submission_notebook_without_max_images_is_named(tmp_path):
+    cells = notebook_cells("04-submission", parameters="model_name: str = 'unet'\n")
+    root = synthetic_repository(tmp_path, {"04-submission": cells})
+    with pytest.raises(ValueError, match=r"04-submission: no parameter \['max_images'\]"):
+        kaggle.build_notebook(root)
+
+
+def test_parameters_keep_their_comments_and_must_be_plain_assignments():
+    source = "# The budget:\nminutes: float = 6 * 7  # wall time\n\nname = 'unet'\n"
+    assert kaggle.parameter_assignments(source, "02-training") == {
+        "minutes": "# The budget:\nminutes: float = 6 * 7  # wall time",
+        "name": "name = 'unet'",
+    }
+    for bad in ("import math\n", "a = b = 1\n", "a = 1; b = 2\n", "size: int\n"):
+        with pytest.raises(ValueError, match="02-training: line 1 of the parameters cell"):
+            kaggle.parameter_assignments(bad, "02-training")
+    with pytest.raises(ValueError, match=r"02-training: parameter tau is computed from \['np'\]"):
+        kaggle.parameter_assignments("tau = 2 * np.pi\n", "02-training")
+
+
+def test_skipped_cells_keep_their_multi_line_strings(tmp_path):
+    cells = notebook_cells("02-training")
+    cells[3] = ("code", 'text = """first\n  second\n"""\nvalue = f"""{1}\n{2}"""\n', ())
+    root = synthetic_repository(tmp_path, {"02-training": cells})
+    notebook = kaggle.build_notebook(root)
+    [guarded] = [c for c in notebook["cells"] if c["source"].startswith("if train_here:\n    text")]
+    namespace = {"train_here": True}
+    exec(guarded["source"], namespace)
+    assert namespace["text"] == "first\n  second\n" and namespace["value"] == "1\n2"
+
+
+def test_setup_refuses_a_package_imported_from_elsewhere(tmp_path, monkeypatch):
+    # This process imported unet_tf from the repository, as an installed copy would shadow
+    # the kernel's; the setup must not run that code silently.
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    sources = kaggle.package_sources(config.PROJECT_ROOT)
+    with pytest.raises(RuntimeError, match=r"unet_tf was imported from .*restart the kernel"):
+        kernel_setup.set_up(sources, "", tmp_path / "input", tmp_path / "working")
+    written = tmp_path / "working" / kernel_setup.PACKAGE_FOLDER / "unet_tf"
+    assert (written / "kaggle.py").read_text() == sources["kaggle.py"]
+
+
+def test_prepare_points_the_imported_configuration_at_the_kernel_folders(tmp_path, monkeypatch):
+    # prepare sets these in this process. Setting each through monkeypatch first makes it
+    # record the variable, so that it is removed (or put back) after the test; a plain
+    # delenv of an absent variable records nothing, and prepare's values would leak into
+    # every later test.
+    names = [f"UNET_TF_{name}_DIR" for name in ("DATA", "MODELS", "REPORTS", "TRAIN", "TEST")]
+    for name in [*names, "UNET_TF_VALIDATION_IDS", "UNET_TF_SAMPLE_SUBMISSION"]:
+        monkeypatch.setenv(name, "recorded")
+        monkeypatch.delenv(name)
+    tmp_path = tmp_path.resolve()
+    root = tmp_path / "input"
+    for name in ("stage1_train", "stage1_test"):
+        (root / name).mkdir(parents=True)
+    (root / "stage1_sample_submission.csv").write_text("ImageId,EncodedPixels\n")
+    kaggle.prepare(root, tmp_path / "working")
+    # config was imported long before; its paths follow the environment with no reload.
+    assert config.TRAIN_DIR == root / "stage1_train"
+    assert config.SAMPLE_SUBMISSION == root / "stage1_sample_submission.csv"
+    assert config.MODELS_DIR == tmp_path / "working" / "models"
+    assert config.FIGURES_DIR == tmp_path / "working" / "figures"

@@ -150,17 +150,36 @@ def test_target_functions_are_pluggable_by_name_or_callable():
         pipeline.get_target_fn("no-such-target")
 
 
+def test_every_named_target_gives_its_channel_count():
+    labels = tf.constant(disc_labels((16, 16), [((8, 8), 4)]))
+    for name in pipeline.TARGETS:
+        targets = pipeline.get_target_fn(name)(labels)
+        assert targets.shape == (16, 16, pipeline.target_channels(name))
+    with pytest.raises(ValueError, match="unknown target 'no-such-target'"):
+        pipeline.target_channels("no-such-target")
+
+
 def test_validation_tiles_cover_every_pixel_once_or_more():
     packed, images, _ = synthetic([(40, 50), (20, 20)])
     dataset = pipeline.make_validation_dataset(packed, crop_size=32, batch_size=3)
     crops = np.concatenate([x for x, _ in batches(dataset, 100)])
     # 40x50 needs 2x2 tiles, 20x20 one padded tile.
     assert crops.shape == (5, 32, 32, 3)
-    assert pipeline.tile_origins(50, 32) == [0, 18]
-    assert pipeline.tile_origins(20, 32) == [0]
     np.testing.assert_allclose(crops[0], images[0][:32, :32], atol=1e-4)
     np.testing.assert_allclose(crops[3], images[0][8:40, 18:50], atol=1e-4)
     assert not crops[4][20:].any()
+
+
+def test_validation_tiles_spread_evenly_over_long_sides():
+    packed, images, _ = synthetic([(16, 80)])
+    dataset = pipeline.make_validation_dataset(packed, crop_size=32, batch_size=4)
+    crops = np.concatenate([x for x, _ in batches(dataset, 100)])
+    # 80 columns take three tiles, as back-to-back tiles would, but they start at 0, 24 and
+    # 48: each pair of neighbours shares 8 columns, instead of the last two sharing 16.
+    assert crops.shape == (3, 32, 32, 3)
+    for crop, left in zip(crops, (0, 24, 48), strict=True):
+        np.testing.assert_allclose(crop[:16], images[0][:, left : left + 32], atol=1e-4)
+        assert not crop[16:].any()
 
 
 def test_pack_samples_rejects_mismatched_input():
@@ -186,7 +205,7 @@ def test_border_target_marks_edges_and_contact_lines():
     assert border[2, 4] == 1 and border[5, 2] == 1  # The outer edge.
     assert border[5, 4] == 0 and border[5, 11] == 0  # The interiors.
     assert not border[labels == 0].any()
-    assert pipeline.TARGET_CHANNELS["border"] == targets.shape[-1]
+    assert pipeline.target_channels("border") == targets.shape[-1]
 
 
 def test_contact_zone_covers_the_gap_between_nuclei_and_nothing_else():
@@ -207,7 +226,7 @@ def test_contact_weights_append_a_weight_channel():
     labels[2:10, 2:8], labels[2:10, 9:16] = 1, 2
     target_fn = pipeline.with_contact_weights("border", weight=4.0, distance=2)
     targets = target_fn(tf.constant(labels)).numpy()
-    assert targets.shape == (12, 24, pipeline.TARGET_CHANNELS["border"] + 1)
+    assert targets.shape == (12, 24, pipeline.target_channels("border") + 1)
     np.testing.assert_array_equal(targets[..., :2], pipeline.border_target(tf.constant(labels)))
     assert set(np.unique(targets[..., 2])) == {1.0, 5.0}
     assert targets[5, 8, 2] == 5.0 and targets[5, 4, 2] == 1.0

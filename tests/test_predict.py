@@ -6,8 +6,9 @@ import pytest
 import tifffile
 from conftest import disc, disc_labels
 from PIL import Image
+from skimage.segmentation import find_boundaries
 
-from unet_tf import predict
+from unet_tf import plots, predict
 from unet_tf.__main__ import main as cli
 
 DISCS_8BIT = [((20, 20), 8), ((20, 60), 10), ((70, 40), 12)]
@@ -56,7 +57,11 @@ def test_predict_segments_measures_and_reports_the_skipped_file(
         found = sorted(int((labels == value).sum()) for value in range(1, len(discs) + 1))
         assert found == sorted(int(disc(SHAPE, c, r).sum()) for c, r in discs)
         overlay = np.asarray(Image.open(output / f"{name}_overlay.png"))
-        assert overlay.shape == (*SHAPE, 3)
+        assert overlay.shape == (*SHAPE, 3) and overlay.dtype == np.uint8
+        # The outlines are the notebooks' prediction colour, on the nuclei's edge pixels.
+        edges = find_boundaries(labels, mode="inner")
+        magenta = np.round(np.multiply(plots.PREDICTION_COLOUR, 255))
+        assert (overlay[edges] == magenta).all() and not (overlay[~edges] == magenta).all(-1).any()
     assert not (output / "broken_labels.tif").exists()
 
     nuclei = pd.read_csv(output / "nuclei.csv")

@@ -138,12 +138,32 @@ def test_changed_parameters_allow_a_longer_budget_only():
     }
 
 
-def test_best_model_checkpoint_saves_only_improvements_atomically(tmp_path):
+def test_best_model_checkpoint_saves_only_improvements_atomically(tmp_path, monkeypatch):
     images, targets = tiny_data()
     net = tiny_compiled_model()
-    best = training.BestModelCheckpoint(tmp_path / "best.keras", monitor="loss")
+    path = tmp_path / "best.keras"
+    best = training.BestModelCheckpoint(path, monitor="loss")
     net.fit(images, targets, epochs=3, verbose=0, callbacks=[best])
     assert sorted(p.name for p in tmp_path.iterdir()) == ["best.keras"]
     assert best.best is not None
-    saved = keras.models.load_model(tmp_path / "best.keras", compile=False)
+    saved = keras.models.load_model(path, compile=False)
     assert saved.count_params() == net.count_params()
+
+    # Epoch by epoch with chosen values: only an improvement rewrites the file. Every save
+    # renames a new file into place, so a rewrite shows as a new inode.
+    saves = []
+    save_model = training.save_model
+    monkeypatch.setattr(training, "save_model", lambda *a: saves.append(a) or save_model(*a))
+
+    def epoch(loss):
+        best.on_epoch_end(0, {"loss": loss})
+        return path.stat().st_ino, path.stat().st_mtime_ns
+
+    lower = best.best / 2
+    improved = epoch(lower)
+    assert len(saves) == 1 and best.best == lower
+    for worse in (lower * 2, lower, float("nan"), None):
+        assert epoch(worse) == improved, worse
+        assert len(saves) == 1 and best.best == lower, worse
+    assert epoch(lower / 2) != improved and len(saves) == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["best.keras"]

@@ -23,7 +23,7 @@ Decisions about imperfect files, made once here and documented:
 import os
 import warnings
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -34,6 +34,18 @@ from PIL import Image, UnidentifiedImageError
 from unet_tf.files import atomic_path
 
 IMAGING_TYPES = ("fluorescence", "brightfield", "stained")
+# The columns of build_index; the last three come from the labels.
+_INDEX_COLUMNS = [
+    "image_id",
+    "path",
+    "height",
+    "width",
+    "channels",
+    "imaging_type",
+    "nucleus_count",
+    "median_nucleus_area",
+    "coverage",
+]
 # ITU-R BT.601 luma weights, the usual choice for turning RGB into one channel.
 LUMA_WEIGHTS = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 
@@ -330,22 +342,6 @@ def read_labels(
     return labels
 
 
-def load_sample(
-    sample_dir: str | Path, channels: int = 3, with_labels: bool = True
-) -> tuple[np.ndarray, np.ndarray | None]:
-    """Read a sample folder's image and, if asked, its instance labels.
-
-    Returns
-    -------
-    tuple
-        ``(image, labels)``: float32 ``(H, W, channels)`` in [0, 1] and int32 ``(H, W)``
-        (``None`` when ``with_labels`` is false).
-    """
-    image = read_image(image_file(sample_dir), channels=channels)
-    labels = read_labels(sample_dir, shape=image.shape[:2]) if with_labels else None
-    return image, labels
-
-
 def _label_cache_file(cache_dir: Path, sample_dir: Path) -> Path:
     return cache_dir / f"{sample_dir.name}.png"
 
@@ -436,6 +432,38 @@ def load_samples(
         return list(pool.map(load, sample_dirs))
 
 
+def iter_samples(
+    root: str | Path,
+    ids: Sequence[str] | None = None,
+    with_labels: bool = False,
+    cache_dir: str | Path | None = None,
+    chunk_size: int = 16,
+) -> Iterator[tuple[str, np.ndarray, np.ndarray | None]]:
+    """Yield ``(image_id, image, labels)`` for a folder of images, a few at a time.
+
+    :func:`load_samples` reads ``chunk_size`` images at once in parallel threads, so memory
+    stays flat however many images there are (the 3,000 of stage 2, say). Test images have
+    no labels: ``labels`` is None unless ``with_labels``. This is the one reader of a test
+    set, used by ``04-submission``, the Kaggle kernel and the benchmarks.
+
+    Raises
+    ------
+    ValueError
+        If ``chunk_size`` is below 1 or an id is given twice (before anything is read).
+    FileNotFoundError
+        As :func:`load_samples`, when the chunk holding the missing sample is reached.
+    """
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be at least 1, got {chunk_size}")
+    ids = [p.name for p in list_sample_dirs(root)] if ids is None else list(ids)
+    repeated = sorted(i for i, count in Counter(ids).items() if count > 1)
+    if repeated:
+        raise ValueError(f"image ids given more than once: {repeated[:5]}")
+    for start in range(0, len(ids), chunk_size):
+        chunk = ids[start : start + chunk_size]
+        yield from load_samples(root, ids=chunk, with_labels=with_labels, cache_dir=cache_dir)
+
+
 def list_sample_dirs(root: str | Path) -> list[Path]:
     """List the sample folders under a Kaggle-layout root, sorted by image id.
 
@@ -471,17 +499,43 @@ def imaging_type(image: np.ndarray) -> str:
 
 
 def build_index(
-    root: str | Path, with_labels: bool = True, cache_dir: str | Path | None = None
+    root: str | Path,
+    with_labels: bool = True,
+    cache_dir: str | Path | None = None,
+    ids: Sequence[str] | None = None,
 ) -> pd.DataFrame:
     """Describe every sample under a Kaggle-layout root, one row per image.
 
-    Columns: ``image_id``, ``path`` (the image file), ``height``, ``width``, ``channels``
-    (of the file as stored), ``imaging_type``, and with labels ``nucleus_count`` and
-    ``median_nucleus_area`` (pixels). ``cache_dir`` is the label cache of
-    :func:`read_labels_cached`.
+    Parameters
+    ----------
+    root : str or Path
+        A Kaggle-layout folder: a training set, or with ``with_labels=False`` a test set
+        whose samples have no ``masks/`` folder.
+    with_labels : bool
+        Read the instance labels and fill the label columns; without labels those columns
+        are there but hold NaN, so that the indexes of a training and a test set concatenate.
+    cache_dir : str or Path, optional
+        The label cache of :func:`read_labels_cached`; no cache by default.
+    ids : sequence of str, optional
+        The images to describe, in this order; all samples under ``root`` by default.
+
+    Returns
+    -------
+    pandas.DataFrame
+        The columns ``image_id``, ``path`` (the image file), ``height``, ``width``,
+        ``channels`` (of the file as stored), ``imaging_type`` (see :func:`imaging_type`),
+        and the label columns ``nucleus_count``, ``median_nucleus_area`` (pixels) and
+        ``coverage`` (the fraction of the image's pixels that are nucleus).
+
+    Raises
+    ------
+    FileNotFoundError
+        If ``root`` holds no sample folders, or, with labels, a sample has no masks.
     """
     rows = []
-    for image_id, image, labels in load_samples(root, with_labels=with_labels, cache_dir=cache_dir):
+    # A few images at a time, so that indexing a large folder does not hold it in memory.
+    samples = iter_samples(root, ids, with_labels=with_labels, cache_dir=cache_dir)
+    for image_id, image, labels in samples:
         path = image_file(Path(root) / image_id)
         with Image.open(path) as stored:
             stored_channels = len(stored.getbands())
@@ -497,8 +551,10 @@ def build_index(
             areas = np.bincount(labels.ravel())[1:]
             row["nucleus_count"] = int(labels.max())
             row["median_nucleus_area"] = float(np.median(areas)) if areas.size else 0.0
+            row["coverage"] = float((labels > 0).mean())
         rows.append(row)
-    return pd.DataFrame(rows)
+    # Without labels the label columns are there but empty (NaN): one set of columns always.
+    return pd.DataFrame(rows, columns=_INDEX_COLUMNS)
 
 
 def make_validation_split(
@@ -567,3 +623,38 @@ def train_validation_ids(
         )
     held_out = set(validation)
     return [i for i in all_ids if i not in held_out], validation
+
+
+def nucleus_areas(samples: Iterable[tuple[str, np.ndarray, np.ndarray]]) -> pd.DataFrame:
+    """One row per nucleus of labelled samples: ``image_id``, ``imaging_type`` and ``area``."""
+    rows = []
+    for image_id, image, labels in samples:
+        areas = np.bincount(labels.ravel())[1:]
+        kind = imaging_type(image)
+        rows += [(image_id, kind, int(area)) for area in areas if area > 0]
+    return pd.DataFrame(rows, columns=["image_id", "imaging_type", "area"])
+
+
+def oddities(samples: Iterable[tuple[str, np.ndarray, np.ndarray]]) -> pd.DataFrame:
+    """Things in labelled samples that a model or a metric could trip over, one row per image.
+
+    Columns: masks in several pieces (one nucleus, several connected regions), nuclei under
+    10 pixels, nuclei touching the image edge, and nuclei touching another (those lost when
+    the union of the masks is cut into objects by connected components alone).
+    """
+    from skimage.measure import label as connected_regions
+
+    rows = {}
+    for image_id, _, labels in samples:
+        count = int(labels.max())
+        areas = np.bincount(labels.ravel())[1:]
+        edge = np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))
+        rows[image_id] = {
+            "masks in several pieces": int(connected_regions(labels, connectivity=2).max() - count),
+            "nuclei under 10 px": int(((areas > 0) & (areas < 10)).sum()),
+            "nuclei touching the image edge": int((edge > 0).sum()),
+            "nuclei touching another": int(
+                count - connected_regions(labels > 0, connectivity=1).max()
+            ),
+        }
+    return pd.DataFrame.from_dict(rows, orient="index").rename_axis("image_id")

@@ -298,22 +298,14 @@ def validation_scores(
     ``settings["postprocess"]`` at ``settings["tile_size"]``; TTA is off by default to keep
     the comparison quick, which is the same for every format.
     """
-    from unet_tf import data, inference, metrics
+    from unet_tf import evaluation
 
-    ids = data.load_ids(config.VALIDATION_IDS)
-    if max_images:
-        ids = ids[:max_images]
-    samples = data.load_samples(config.TRAIN_DIR, ids=ids, cache_dir=config.LABEL_CACHE)
-    scores = {}
-    for name, model in models.items():
-        values = []
-        for _, image, truth in samples:
-            labels = inference.segment(
-                model, image, settings["postprocess"], tta=tta, tile_size=settings["tile_size"]
-            )
-            values.append(metrics.dsb_score(truth, labels))
-        scores[name] = float(np.mean(values))
-    return scores
+    samples = evaluation.validation_samples(max_images)
+    settings = {**settings, "tta": tta}
+    return {
+        name: float(evaluation.score_model(model, samples, settings).dsb_score.mean())
+        for name, model in models.items()
+    }
 
 
 def calibration_crops(
@@ -360,18 +352,8 @@ def format_table(rows: Sequence[dict], scores: dict[str, float] | None = None) -
     return "\n".join(lines)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The command-line arguments of ``export``."""
-    parser = argparse.ArgumentParser(
-        prog="python -m unet_tf export",
-        description="Export a trained model and check each export against it.",
-    )
-    parser.add_argument(
-        "--model",
-        type=Path,
-        default=config.MODELS_DIR / "unet.keras",
-        help="trained model (default: models/unet.keras, trained by `make report`)",
-    )
+def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Add the options of ``export`` that no other command has (see :mod:`unet_tf.cli`)."""
     parser.add_argument(
         "-o", "--output", type=Path, help="output folder (default: models/export/<model name>)"
     )
@@ -380,39 +362,41 @@ def build_parser() -> argparse.ArgumentParser:
         default=",".join(FORMATS),
         help=f"comma-separated formats (default: all of {','.join(FORMATS)})",
     )
-    parser.add_argument("--tile-size", type=int, default=256, help="side of the check images")
+    parser.add_argument(
+        "--check-size", type=int, default=256, help="side of the images the exports are checked on"
+    )
     parser.add_argument(
         "--dsb-images",
         type=int,
         default=0,
         help="validation images for the DSB score per format (0: all 80; -1: skip the score)",
     )
-    parser.add_argument("--overwrite", action="store_true", help="replace existing exports")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m unet_tf export ...`` with ``argv`` (see :mod:`unet_tf.cli`)."""
+    from unet_tf import cli
+
+    return cli.main(["export", *(sys.argv[1:] if argv is None else argv)])
+
+
+def run(args: argparse.Namespace) -> int:
     """Run ``export``; returns 0 if every export is within tolerance, 1 if not, 2 on errors."""
-    args = build_parser().parse_args(argv)
     formats = [name.strip() for name in args.formats.split(",") if name.strip()]
     unknown = sorted(set(formats) - set(FORMATS))
     if unknown or not formats:
         print(f"error: unknown formats {unknown}; choose from {list(FORMATS)}", file=sys.stderr)
         return 2
-    if not args.model.is_file():
-        print(f"error: {args.model}: no such model; train one with `make report`", file=sys.stderr)
-        return 2
-    import keras
-
-    from unet_tf import inference
+    from unet_tf import inference, training
     from unet_tf.model import model_depth
 
-    net = keras.models.load_model(args.model, compile=False)
+    net = training.load_model(args.model)
     depth = model_depth(net)
     output_dir = args.output or config.MODELS_DIR / "export" / args.model.stem
     try:
         representative = calibration_crops(multiple=2**depth) if "tflite_int8" in formats else []
-        samples = calibration_crops(count=4, size=args.tile_size, seed=1, multiple=2**depth)
+        samples = calibration_crops(count=4, size=args.check_size, seed=1, multiple=2**depth)
     except (FileNotFoundError, ValueError) as error:
         print(f"error: {error} (the checks use training images; run `make data`)", file=sys.stderr)
         return 2

@@ -157,19 +157,25 @@ def unpack(archive_path: Path, target: Path) -> int:
 
 
 def fetch(
-    raw_dir: Path = config.RAW_DIR,
-    source: Path = config.DSB2018_SOURCE,
-    url: str = config.DSB2018_URL,
-    download_dir: Path = config.EXTERNAL_DIR,
+    raw_dir: Path | None = None,
+    source: Path | None = None,
+    url: str | None = None,
+    download_dir: Path | None = None,
 ) -> dict[str, int]:
     """Make sure ``raw_dir`` holds ``stage1_train/`` and ``stage1_test/``.
+
+    Each argument defaults to its path in :mod:`unet_tf.config`, read when called, so the
+    environment overrides set after import count.
 
     Returns
     -------
     dict
         The number of image folders per archive name (folders already present included).
     """
-    raw_dir = Path(raw_dir)
+    raw_dir = Path(raw_dir or config.RAW_DIR)
+    source = source or config.DSB2018_SOURCE
+    url = url or config.DSB2018_URL
+    download_dir = download_dir or config.EXTERNAL_DIR
     raw_dir.mkdir(parents=True, exist_ok=True)
     _remove_partials(raw_dir)
     counts = {}

@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 
 from unet_tf import files
-from unet_tf.model import crop_to_shape, model_depth
-from unet_tf.postprocess import to_instances
+from unet_tf.model import crop_to_shape, model_depth, pad_to_shape
+from unet_tf.postprocess import MIN_AREA, to_instances
 
 DIHEDRAL = tuple(range(8))
 
@@ -48,6 +48,9 @@ def axis_tiles(size: int, tile_size: int, overlap: int, multiple: int) -> tuple[
     ``overlap``, each made only as long as that needs (a multiple of ``multiple``) and
     spread evenly. Tiles sized to the image waste little: 2048 pixels take three tiles of
     768, not three of 1024.
+
+    With ``overlap=0`` and ``multiple=tile_size`` every tile is ``tile_size`` long: that is
+    how :func:`unet_tf.pipeline.make_validation_dataset` places its validation crops.
     """
     if -(-size // multiple) * multiple <= tile_size:
         return -(-size // multiple) * multiple, [0]
@@ -152,11 +155,7 @@ def predict_full(
         batch_size = max(1, BATCH_PIXELS // (tile_height * tile_width))
 
     # Pad short sides (by reflection) up to one tile, so every tile is whole.
-    pad_height, pad_width = max(0, tile_height - height), max(0, tile_width - width)
-    padded = image
-    if pad_height or pad_width:
-        mode = "reflect" if min(height, width) > 1 else "edge"
-        padded = np.pad(image, [(0, pad_height), (0, pad_width), (0, 0)], mode=mode)
+    padded, shape = pad_to_shape(image, (tile_height, tile_width))
     # A lone tile is not blended: a flat window leaves the plain average of the transforms.
     window = np.ones((tile_height, tile_width, 1), np.float32)
     if len(tops) * len(lefts) > 1:
@@ -189,13 +188,13 @@ def predict_full(
                 prediction = inverse_dihedral(prediction, transform)
                 total[top : top + tile_height, left : left + tile_width] += prediction * window
                 weights[top : top + tile_height, left : left + tile_width] += window
-    return crop_to_shape(total / weights, (height, width))
+    return crop_to_shape(total / weights, shape)
 
 
 # Used when a model has no tuned settings beside it: the method that needs only channel 0,
 # at the threshold a sigmoid output is trained around.
 FALLBACK_SETTINGS = {
-    "postprocess": {"method": "components", "threshold": 0.5, "min_area": 15},
+    "postprocess": {"method": "components", "threshold": 0.5, "min_area": MIN_AREA},
     "tta": False,
     "tile_size": 1024,
 }
@@ -251,15 +250,14 @@ def read_settings(model_path: str | Path) -> dict:
     return settings
 
 
-def segment(
-    model, image: np.ndarray, postprocess: dict, tta: bool = False, tile_size: int = 1024
-) -> np.ndarray:
+def segment(model, image: np.ndarray, settings: dict) -> np.ndarray:
     """Instance labels of an image of any size: :func:`predict_full`, then post-processing.
 
-    ``postprocess`` holds ``method`` and the settings of
-    :func:`unet_tf.postprocess.to_instances`, as stored by :func:`write_settings`.
+    ``settings`` is what :func:`read_settings` gives (or :data:`FALLBACK_SETTINGS`):
+    ``postprocess`` (``method`` and the settings of :func:`unet_tf.postprocess.to_instances`),
+    ``tta`` and ``tile_size``.
     """
-    settings = dict(postprocess)
-    method = settings.pop("method")
-    output = predict_full(model, image, tile_size=tile_size, tta=tta)
-    return to_instances(output, method, **settings)
+    postprocess = dict(settings["postprocess"])
+    method = postprocess.pop("method")
+    output = predict_full(model, image, tile_size=settings["tile_size"], tta=settings["tta"])
+    return to_instances(output, method, **postprocess)

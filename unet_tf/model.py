@@ -1,10 +1,10 @@
-"""The U-Net (Ronneberger et al., 2015) as a Keras functional model, and full-image inference.
+"""The U-Net (Ronneberger et al., 2015) as a Keras functional model, and padding helpers.
 
 The encoder halves the resolution ``depth`` times with max pooling and doubles the filters
 each time; the decoder upsamples with learned ``Conv2DTranspose`` layers and concatenates
 the encoder features of the same scale. The input shape is ``(None, None, channels)``, so
 one model serves training crops and whole images whose sides are a multiple of
-``2**depth``; :func:`pad_to_multiple` and :func:`predict_image` handle other sizes.
+``2**depth``; :func:`unet_tf.inference.predict_full` predicts images of any size.
 """
 
 import keras
@@ -119,10 +119,24 @@ def model_depth(model: keras.Model) -> int:
     return sum(isinstance(layer, layers.MaxPooling2D) for layer in model.layers)
 
 
-def pad_to_multiple(
-    image: np.ndarray, multiple: int, mode: str = "reflect"
+def pad_to_shape(
+    image: np.ndarray, shape: tuple[int, int], mode: str = "reflect"
 ) -> tuple[np.ndarray, tuple[int, int]]:
-    """Pad the two spatial axes of ``image`` at the bottom and right to a multiple of ``multiple``.
+    """Pad the two spatial axes of ``image`` at the bottom and right to at least ``shape``.
+
+    Axes already as long as ``shape`` asks are left alone. Full-image inference uses it to
+    grow an image to a whole tile whose sides the model's ``2**depth`` poolings divide.
+
+    Parameters
+    ----------
+    image : numpy.ndarray
+        An array whose first two axes are height and width.
+    shape : tuple of int
+        The least ``(height, width)`` of the result.
+    mode : str
+        A :func:`numpy.pad` mode. ``"reflect"`` mirrors the image without repeating its edge
+        pixels, which keeps the texture that the model sees near the edge natural; an image
+        only one pixel high or wide has nothing to mirror and repeats its edge instead.
 
     Returns
     -------
@@ -130,42 +144,16 @@ def pad_to_multiple(
         The padded array and the original ``(height, width)``, which
         :func:`crop_to_shape` uses to undo the padding.
     """
-    if multiple < 1:
-        raise ValueError(f"multiple must be at least 1, got {multiple!r}")
     height, width = image.shape[:2]
-    pad_height, pad_width = -height % multiple, -width % multiple
-    padding = [(0, pad_height), (0, pad_width)] + [(0, 0)] * (image.ndim - 2)
-    # Reflection needs at least two pixels along an axis; a 1-pixel image repeats its edge.
+    padding = [(0, max(0, shape[0] - height)), (0, max(0, shape[1] - width))]
+    padding += [(0, 0)] * (image.ndim - 2)
+    if not any(after for _, after in padding):
+        return image, (height, width)
     if mode == "reflect" and min(height, width) < 2:
         mode = "edge"
     return np.pad(image, padding, mode=mode), (height, width)
 
 
 def crop_to_shape(array: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    """Undo :func:`pad_to_multiple` on an array whose first two axes are spatial."""
+    """Undo :func:`pad_to_shape` on an array whose first two axes are spatial."""
     return array[: shape[0], : shape[1]]
-
-
-def predict_image(model: keras.Model, image: np.ndarray) -> np.ndarray:
-    """Predict one image of any size at full resolution.
-
-    The image is padded by reflection to a multiple of ``2**depth``, predicted in one pass
-    and cropped back, so the output has the image's height and width.
-
-    Parameters
-    ----------
-    model : keras.Model
-        A model from :func:`get_model`.
-    image : numpy.ndarray
-        ``(height, width, channels)`` float32.
-
-    Returns
-    -------
-    numpy.ndarray
-        ``(height, width, num_classes)`` float32.
-    """
-    if image.ndim != 3:
-        raise ValueError(f"image must be (height, width, channels), got shape {image.shape}")
-    padded, shape = pad_to_multiple(image, 2 ** model_depth(model))
-    prediction = model.predict_on_batch(padded[None].astype(np.float32))
-    return crop_to_shape(np.asarray(prediction)[0], shape)

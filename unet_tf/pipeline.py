@@ -26,6 +26,8 @@ from dataclasses import dataclass
 import numpy as np
 import tensorflow as tf
 
+from unet_tf.inference import axis_tiles
+
 AUTOTUNE = tf.data.AUTOTUNE
 # Images are stored as uint16 in memory: exact for 8- and 16-bit sources, half of float32.
 _IMAGE_SCALE = 65535.0
@@ -96,11 +98,34 @@ def with_contact_weights(
     return weighted_target
 
 
-TARGETS: dict[str, Callable[[tf.Tensor], tf.Tensor]] = {
-    "binary": binary_target,
-    "border": border_target,
+@dataclass(frozen=True)
+class Target:
+    """A named training target: the function that computes it and the channels it gives.
+
+    Attributes
+    ----------
+    fn : callable
+        ``labels (H, W) int32 -> targets (H, W, channels) float32``, TensorFlow ops only.
+    channels : int
+        The ``K`` of the targets, which is also the ``num_classes`` of a model that
+        predicts them.
+    """
+
+    fn: Callable[[tf.Tensor], tf.Tensor]
+    channels: int
+
+
+TARGETS: dict[str, Target] = {
+    "binary": Target(binary_target, channels=1),
+    "border": Target(border_target, channels=2),
 }
-TARGET_CHANNELS = {"binary": 1, "border": 2}
+
+
+def _named_target(name: str) -> Target:
+    try:
+        return TARGETS[name]
+    except (KeyError, TypeError):
+        raise ValueError(f"unknown target {name!r}; choose one of {sorted(TARGETS)}") from None
 
 
 def get_target_fn(target: str | Callable) -> Callable[[tf.Tensor], tf.Tensor]:
@@ -113,10 +138,21 @@ def get_target_fn(target: str | Callable) -> Callable[[tf.Tensor], tf.Tensor]:
     """
     if callable(target):
         return target
-    try:
-        return TARGETS[target]
-    except KeyError:
-        raise ValueError(f"unknown target {target!r}; choose one of {sorted(TARGETS)}") from None
+    return _named_target(target).fn
+
+
+def target_channels(name: str) -> int:
+    """Return the number of channels of the named target (see ``TARGETS``).
+
+    This is the ``num_classes`` of a model trained on it. Pixel weights appended by
+    :func:`with_contact_weights` are not counted: the loss reads and drops them.
+
+    Raises
+    ------
+    ValueError
+        If the name is unknown.
+    """
+    return _named_target(name).channels
 
 
 @dataclass(frozen=True)
@@ -447,14 +483,6 @@ def make_training_dataset(
     return dataset.batch(batch_size, drop_remainder=True).prefetch(AUTOTUNE)
 
 
-def tile_origins(size: int, tile: int) -> list[int]:
-    """Start offsets of ``tile``-sized tiles covering ``size`` pixels, the last one at the edge."""
-    if size <= tile:
-        return [0]
-    origins = list(range(0, size - tile, tile))
-    return [*origins, size - tile]
-
-
 def make_validation_dataset(
     samples: PackedSamples,
     crop_size: int = 256,
@@ -463,18 +491,35 @@ def make_validation_dataset(
 ) -> tf.data.Dataset:
     """Deterministic crops that together cover every validation pixel, for ``model.fit``.
 
-    Each image is cut into ``crop_size`` tiles (the last row and column aligned with the
-    image edge, so they may overlap the one before); images smaller than a tile are
+    Each image is cut into the fewest ``crop_size`` tiles that cover it, spread evenly with
+    the first and last at the image edges (so neighbours may overlap), as
+    :func:`unet_tf.inference.axis_tiles` places them; images smaller than a tile are
     zero-padded. Full-resolution evaluation of whole images is done with
-    :func:`unet_tf.model.predict_image` instead.
+    :func:`unet_tf.inference.predict_full` instead.
+
+    Raises
+    ------
+    ValueError
+        If ``crop_size`` or ``batch_size`` is below 1.
     """
+    if crop_size < 1 or batch_size < 1:
+        raise ValueError(
+            f"crop_size and batch_size must be at least 1, got {crop_size}, {batch_size}"
+        )
     target_fn = get_target_fn(target_fn)
-    shapes = samples.shapes.numpy()
+
+    def starts(size: int) -> list[int]:
+        # With no overlap asked and sides rounded up to a multiple of the crop, every tile
+        # is exactly one crop: as many as cover the side, the same count as back-to-back
+        # tiles with the last one moved to the edge, but with the overlap shared out evenly.
+        _, offsets = axis_tiles(int(size), crop_size, overlap=0, multiple=crop_size)
+        return offsets
+
     tiles = [
         (index, top, left)
-        for index, (height, width, _) in enumerate(shapes)
-        for top in tile_origins(int(height), crop_size)
-        for left in tile_origins(int(width), crop_size)
+        for index, (height, width, _) in enumerate(samples.shapes.numpy())
+        for top in starts(height)
+        for left in starts(width)
     ]
     tiles = tf.constant(tiles, tf.int32)
 

@@ -10,12 +10,17 @@ Two routes, compared in the results notebook:
   them back over the whole thresholded mask, which splits touching nuclei along the valley
   between their markers.
 
-Both fill holes inside objects and drop objects smaller than ``min_area`` pixels.
+Both fill holes inside objects and drop objects smaller than ``min_area`` pixels
+(:data:`MIN_AREA` by default).
 """
 
 import numpy as np
 from scipy import ndimage
 from skimage.segmentation import watershed
+
+# Objects smaller than this many pixels are dropped by default. It is the one default of the
+# notebooks, the fallback inference settings and ``predict``, so that they segment alike.
+MIN_AREA = 15
 
 
 def relabel_sequential(labels: np.ndarray) -> np.ndarray:
@@ -64,7 +69,7 @@ def _check_probabilities(probabilities: np.ndarray) -> np.ndarray:
 
 
 def connected_components(
-    probabilities: np.ndarray, threshold: float = 0.5, min_area: int = 10
+    probabilities: np.ndarray, threshold: float = 0.5, min_area: int = MIN_AREA
 ) -> np.ndarray:
     """Instance labels from one nucleus probability map by thresholding and 8-connectivity.
 
@@ -94,7 +99,7 @@ def watershed_instances(
     marker_threshold: float = 0.7,
     border_threshold: float = 0.3,
     min_distance: float = 3.0,
-    min_area: int = 10,
+    min_area: int = MIN_AREA,
 ) -> np.ndarray:
     """Instance labels by a marker-controlled watershed that splits touching nuclei.
 

@@ -28,7 +28,7 @@ import pandas as pd
 
 # TensorFlow is imported only when a model is loaded, so that --help and argument errors
 # answer at once.
-from unet_tf import config, data, files
+from unet_tf import data, files, postprocess
 
 IMAGE_SUFFIXES = (".png", ".tif", ".tiff", ".jpg", ".jpeg")
 NUCLEUS_COLUMNS = [
@@ -54,7 +54,6 @@ SUMMARY_COLUMNS = [
     "median_area",
     "seconds",
 ]
-OUTLINE_COLOUR = (255, 40, 200)
 
 
 def nucleus_columns(pixel_size: float | None) -> list[str]:
@@ -188,15 +187,6 @@ def measure(
     return table[columns]
 
 
-def outline_overlay(image: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    """8-bit RGB copy of the model input with every nucleus outlined."""
-    from skimage.segmentation import find_boundaries
-
-    rgb = np.round(np.clip(image[..., :3], 0, 1) * 255).astype(np.uint8)
-    rgb[find_boundaries(labels, mode="inner")] = OUTLINE_COLOUR
-    return rgb
-
-
 def write_labels(path: Path, labels: np.ndarray) -> None:
     """Write instance labels as a 16-bit TIFF or PNG (32-bit TIFF if they need it), atomically.
 
@@ -245,23 +235,21 @@ def load_model_and_settings(model_path: Path) -> tuple[object, dict, bool]:
     ------
     FileNotFoundError
         If the model file does not exist; the message says how to train one.
+    ValueError
+        If the file is not a Keras model.
     """
-    import keras
+    from unet_tf import inference, training
 
-    from unet_tf import inference
-
-    model_path = Path(model_path)
-    if not model_path.is_file():
-        raise FileNotFoundError(
-            f"{model_path}: no such model; train one with `make report`, or give --model"
-        )
-    net = keras.models.load_model(model_path, compile=False)
+    net = training.load_model(model_path)
     try:
         return net, inference.read_settings(model_path), True
     except FileNotFoundError:
         settings = dict(inference.FALLBACK_SETTINGS)
         if net.output_shape[-1] >= 2:
-            settings["postprocess"] = {"method": "watershed_border", "min_area": 15}
+            settings["postprocess"] = {
+                "method": "watershed_border",
+                "min_area": postprocess.MIN_AREA,
+            }
         return net, settings, False
 
 
@@ -280,7 +268,7 @@ def predict_images(
     """
     from tqdm.auto import tqdm
 
-    from unet_tf import inference
+    from unet_tf import inference, plots
 
     names = output_names(paths, label_format)
     nuclei, summary, skipped = [], [], []
@@ -293,18 +281,13 @@ def predict_images(
             skipped.append((path, str(error)))
             continue
         try:
-            labels = inference.segment(
-                net,
-                image,
-                settings["postprocess"],
-                tta=settings["tta"],
-                tile_size=settings["tile_size"],
-            )
+            labels = inference.segment(net, image, settings)
         except (ValueError, MemoryError) as error:
             skipped.append((path, f"{path}: prediction failed ({type(error).__name__}: {error})"))
             continue
         write_labels(output_dir / names[path]["labels"], labels)
-        write_png(output_dir / names[path]["overlay"], outline_overlay(image, labels))
+        overlay = plots.overlay(image, prediction=labels, as_uint8=True)
+        write_png(output_dir / names[path]["overlay"], overlay)
         table = measure(labels, intensity_channel(pixels), path.name, pixel_size)
         nuclei.append(table)
         areas = table["area"].to_numpy()
@@ -337,33 +320,27 @@ def planned_outputs(paths: Sequence[Path], output_dir: Path, label_format: str) 
     return [*per_image, output_dir / "nuclei.csv", output_dir / "summary.csv"]
 
 
-def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
-    """The command-line arguments of ``predict``."""
-    parser = parser or argparse.ArgumentParser(prog="python -m unet_tf predict")
-    parser.description = "Segment, count and measure nuclei in image files or folders."
+def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Add the options of ``predict`` that no other command has (see :mod:`unet_tf.cli`)."""
     parser.add_argument("inputs", nargs="+", help="image files (PNG, TIFF, JPEG) or folders")
     parser.add_argument("-o", "--output", required=True, type=Path, help="output folder")
-    parser.add_argument(
-        "--model",
-        type=Path,
-        default=config.MODELS_DIR / "unet.keras",
-        help="trained model (default: the one `make report` trained, models/unet.keras)",
-    )
     parser.add_argument(
         "--pixel-size", type=float, help="micrometres per pixel; adds areas in square micrometres"
     )
     parser.add_argument("--format", choices=("tif", "png"), default="tif", dest="label_format")
-    parser.add_argument("--no-tta", action="store_true", help="skip test-time augmentation")
-    parser.add_argument("--tile-size", type=int, help="inference tile side (default: tuned)")
     parser.add_argument("--recursive", action="store_true", help="also look in subfolders")
-    parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m unet_tf predict ...`` with ``argv`` (see :mod:`unet_tf.cli`)."""
+    from unet_tf import cli
+
+    return cli.main(["predict", *(sys.argv[1:] if argv is None else argv)])
+
+
+def run(args: argparse.Namespace) -> int:
     """Run ``predict``; returns 0 on success, 1 if images were skipped, 2 on bad arguments."""
-    args = build_parser().parse_args(argv)
     if args.pixel_size is not None and not args.pixel_size > 0:
         print(f"error: --pixel-size must be positive, got {args.pixel_size}", file=sys.stderr)
         return 2

@@ -5,21 +5,26 @@ papermill on the project's ``unet-tf`` Jupyter kernel, with the parameters of a 
 (``notebooks/profiles/<profile>.json``), and written to ``reports/`` as an executed notebook
 and as HTML. The run ends with ``reports/summary.md`` (headline numbers and the time each
 notebook took) and ``reports/timings.json``. A failing notebook stops the run with a non-zero
-exit status and its name; its partly executed copy stays in ``reports/`` for inspection.
+exit status and its name, whatever stopped it (an error in a cell, or a kernel that died:
+killed, out of memory); its partly executed copy stays in ``reports/`` for inspection.
 
 A second ``make report`` after a successful one does nothing expensive: a notebook is run
-again only if it, its parameters, the ``unet_tf`` source, a notebook before it, or one of
-the files it wrote changed since its last successful run (``--force`` runs everything). A
-notebook executes into ``reports/.running/`` and is moved into place when it succeeds, so an
-interrupted run leaves the previous report or the new one, never half of one; a failed
-notebook is kept as ``reports/<name>.failed.ipynb``. Training itself resumes from its last
-epoch (see ``02-training``).
+again only if it, its parameters, the ``unet_tf`` source, the validation split, the profile
+file, ``requirements.txt``, a notebook before it, or one of the files it wrote changed since
+its last successful run (``--force`` runs everything). A notebook executes into
+``reports/.running/`` and is moved into place when it succeeds, so an interrupted run leaves
+the previous report or the new one, never half of one; a failed notebook is kept as
+``reports/<name>.failed.ipynb``. Training itself resumes from its last epoch (see
+``02-training``).
 
 A profile holds ``parameters`` given to every notebook that declares them, and optional
 per-notebook ``overrides``; a parameter that no notebook declares is an error, so a typo
 cannot pass silently::
 
     python -m unet_tf.report --profile smoke
+
+``--notebooks DIR`` runs the notebooks of another folder (its profiles are in
+``DIR/profiles``); the tests use it for small stand-in notebooks.
 """
 
 import argparse
@@ -36,10 +41,26 @@ from unet_tf.files import atomic_path, write_json
 
 NOTEBOOKS_DIR = config.PROJECT_ROOT / "notebooks"
 PROFILES_DIR = NOTEBOOKS_DIR / "profiles"
+REQUIREMENTS = config.PROJECT_ROOT / "requirements.txt"
 KERNEL_NAME = "unet-tf"
 
 
-def load_profile(name: str) -> dict:
+def profile_path(name: str, profiles_dir: Path = PROFILES_DIR) -> Path:
+    """The file of a profile: ``<profiles_dir>/<name>.json``, or ``name`` if it ends in ``.json``.
+
+    Raises
+    ------
+    FileNotFoundError
+        If there is no such profile; the message lists the profiles there are.
+    """
+    path = Path(name) if name.endswith(".json") else profiles_dir / f"{name}.json"
+    if not path.is_file():
+        known = sorted(p.stem for p in profiles_dir.glob("*.json"))
+        raise FileNotFoundError(f"{path}: no such profile; choose one of {known}")
+    return path
+
+
+def load_profile(name: str, profiles_dir: Path = PROFILES_DIR) -> dict:
     """Read ``notebooks/profiles/<name>.json``, or a profile file when ``name`` ends in ``.json``.
 
     Raises
@@ -47,10 +68,7 @@ def load_profile(name: str) -> dict:
     FileNotFoundError
         If there is no such profile; the message lists the profiles there are.
     """
-    path = Path(name) if name.endswith(".json") else PROFILES_DIR / f"{name}.json"
-    if not path.is_file():
-        known = sorted(p.stem for p in PROFILES_DIR.glob("*.json"))
-        raise FileNotFoundError(f"{path}: no such profile; choose one of {known}")
+    path = profile_path(name, profiles_dir)
     profile = json.loads(path.read_text())
     profile.setdefault("parameters", {})
     profile.setdefault("overrides", {})
@@ -143,10 +161,32 @@ def source_digest() -> str:
     return digest.hexdigest()
 
 
-def notebook_stamp(notebook: Path, parameters: dict, upstream: str, source: str) -> str:
-    """What a notebook's result depends on: itself, its parameters, code, earlier notebooks."""
+def _file_digest(path: Path) -> str:
+    # A missing file is a state of its own: creating it later must change the digest too.
+    return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else "missing"
+
+
+def inputs_digest(profile_file: Path) -> str:
+    """A digest of what every notebook depends on besides itself and its parameters.
+
+    That is the ``unet_tf`` source, the validation split (``config.VALIDATION_IDS``), the
+    profile file and ``requirements.txt``: a change to any of them reruns every notebook,
+    which is simpler and safer than tracking which notebook reads which.
+    """
+    parts = {
+        "source": source_digest(),
+        "validation_ids": _file_digest(config.VALIDATION_IDS),
+        "profile": _file_digest(profile_file),
+        "requirements": _file_digest(REQUIREMENTS),
+    }
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
+
+
+def notebook_stamp(notebook: Path, parameters: dict, upstream: str, inputs: str) -> str:
+    """What a notebook's result depends on: itself, its parameters, earlier notebooks, and
+    the shared inputs (``inputs``, from :func:`inputs_digest`)."""
     digest = hashlib.sha256(notebook.read_bytes())
-    for part in (json.dumps(parameters, sort_keys=True), upstream, source):
+    for part in (json.dumps(parameters, sort_keys=True), upstream, inputs):
         digest.update(part.encode())
     return digest.hexdigest()
 
@@ -188,19 +228,80 @@ def _up_to_date(record: dict | None, stamp: str) -> bool:
     return True
 
 
-def run(profile_name: str, only: list[str] | None = None, force: bool = False) -> int:
-    """Execute the notebooks with a profile; return the process exit status."""
-    import papermill
+def kernel_config():
+    """Jupyter configuration for the notebook kernels: CurveZMQ-encrypted connections.
 
+    The kernel and papermill talk over local TCP sockets. Unencrypted, every kernel prints
+    "Kernel is running over TCP without encryption" (ipykernel) into ``make report``'s
+    output. The ``unet-tf`` kernelspec declares Curve support, so the kernel manager can
+    hand the kernel keys; ``"auto"`` falls back to plain TCP (and the warning) for a
+    kernelspec that does not declare it, rather than failing.
+    """
+    import zmq
+    from traitlets.config import Config
+
+    settings = Config()
+    if zmq.has("curve"):
+        settings.KernelManager.transport_encryption = "auto"
+    return settings
+
+
+def _describe(error: BaseException) -> str:
+    """One line saying why a notebook stopped, for the ``[report] FAILED`` message."""
+    import papermill
+    from nbclient.exceptions import DeadKernelError
+
+    if isinstance(error, papermill.PapermillExecutionError):
+        return f"{error.ename}: {error.evalue}"
+    if isinstance(error, DeadKernelError):
+        return "the Jupyter kernel died: killed, or out of memory?"
+    if isinstance(error, KeyboardInterrupt):
+        return "interrupted"
+    lines = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {lines[0]}" if lines else type(error).__name__
+
+
+def _keep_failed(partial: Path, failed: Path) -> str:
+    """Move a failed notebook's partial copy to ``failed``; say where it is, or that there
+    is none (papermill had not written it yet)."""
+    failed.unlink(missing_ok=True)  # A copy from an earlier failure would mislead.
+    if partial.is_file():
+        os.replace(partial, failed)
+        return f"its partly executed copy is {failed}"
+    return "papermill wrote no partly executed copy"
+
+
+def run(
+    profile_name: str,
+    only: list[str] | None = None,
+    force: bool = False,
+    notebooks_dir: Path = NOTEBOOKS_DIR,
+) -> int:
+    """Execute the notebooks of ``notebooks_dir`` with a profile; return the exit status.
+
+    The status is 0 when every notebook succeeded (or was up to date), 1 when one failed
+    (an error in a cell, a kernel that died, anything else that stopped it), 130 when the
+    run was interrupted with Ctrl-C. Raises ``FileNotFoundError`` or ``ValueError`` for a
+    missing notebooks folder, an unknown profile or notebook, or a bad profile.
+    """
+    notebooks_dir = Path(notebooks_dir)
+    if not notebooks_dir.is_dir():
+        raise FileNotFoundError(f"{notebooks_dir}: no such notebooks folder")
     reports_dir = config.REPORTS_DIR
-    profile = load_profile(profile_name)
-    notebooks = sorted(NOTEBOOKS_DIR.glob("[0-9][0-9]-*.ipynb"))
+    profile_file = profile_path(profile_name, notebooks_dir / "profiles")
+    profile = load_profile(str(profile_file))
+    notebooks = sorted(notebooks_dir.glob("[0-9][0-9]-*.ipynb"))
+    if not notebooks:
+        raise FileNotFoundError(f"{notebooks_dir}: no notebooks named NN-name.ipynb")
     parameters = notebook_parameters(notebooks, profile)
     if only:
         missing = set(only) - {nb.stem for nb in notebooks}
         if missing:
             raise ValueError(f"no such notebooks: {sorted(missing)}")
         notebooks = [nb for nb in notebooks if nb.stem in only]
+    # Imported here, after the quick checks above: it takes seconds.
+    import papermill
+
     ensure_kernel()
     reports_dir.mkdir(parents=True, exist_ok=True)
     stamps_path = reports_dir / STAMPS_FILE
@@ -208,55 +309,64 @@ def run(profile_name: str, only: list[str] | None = None, force: bool = False) -
     stamps = stamps if stamps.get("profile") == profile_name else {}
     records = stamps.setdefault("notebooks", {})
     stamps["profile"] = profile_name
-    source = source_digest()
+    inputs = inputs_digest(profile_file)
     timings_path = reports_dir / "timings.json"
     previous = json.loads(timings_path.read_text()) if timings_path.is_file() else {}
     timings = dict(previous.get("seconds", {})) if previous.get("profile") == profile_name else {}
     running = reports_dir / ".running"
     upstream = ""
-    for notebook in notebooks:
-        output = reports_dir / notebook.name
-        stamp = notebook_stamp(notebook, parameters[notebook.stem], upstream, source)
-        if not force and _up_to_date(records.get(notebook.stem), stamp):
-            print(f"[report] {notebook.stem} is up to date (--force to run it again)", flush=True)
+    try:
+        for notebook in notebooks:
+            output = reports_dir / notebook.name
+            stamp = notebook_stamp(notebook, parameters[notebook.stem], upstream, inputs)
+            if not force and _up_to_date(records.get(notebook.stem), stamp):
+                print(
+                    f"[report] {notebook.stem} is up to date (--force to run it again)", flush=True
+                )
+                upstream = _chain(records[notebook.stem])
+                continue
+            records.pop(notebook.stem, None)
+            print(f"[report] {notebook.stem} {parameters[notebook.stem]}", flush=True)
+            running.mkdir(exist_ok=True)
+            partial = running / notebook.name
+            watched = (config.MODELS_DIR, reports_dir)
+            before = _files_under(watched)
+            started = time.monotonic()
+            # Whatever stops a notebook (an error in a cell, a kernel killed by the
+            # out-of-memory killer, a failed HTML conversion, Ctrl-C) ends the same way:
+            # one line naming it, the partial copy kept, no traceback of papermill's insides.
+            try:
+                papermill.execute_notebook(
+                    str(notebook),
+                    str(partial),
+                    parameters=parameters[notebook.stem],
+                    kernel_name=KERNEL_NAME,
+                    cwd=str(notebook.parent),
+                    progress_bar=False,
+                    config=kernel_config(),
+                )
+                seconds = time.monotonic() - started
+                to_html(partial, output.with_suffix(".html"))
+            except (Exception, KeyboardInterrupt) as error:
+                where = _keep_failed(partial, output.with_name(f"{notebook.stem}.failed.ipynb"))
+                print(
+                    f"[report] FAILED: notebook {notebook.stem} ({_describe(error)}); {where}",
+                    file=sys.stderr,
+                    flush=True,
+                )
+                write_json(stamps_path, stamps)
+                return 130 if isinstance(error, KeyboardInterrupt) else 1
+            timings[notebook.stem] = seconds
+            os.replace(partial, output)
+            output.with_name(f"{notebook.stem}.failed.ipynb").unlink(missing_ok=True)
+            products = _products(before, _files_under(watched))
+            records[notebook.stem] = {"stamp": stamp, "products": products}
             upstream = _chain(records[notebook.stem])
-            continue
-        records.pop(notebook.stem, None)
-        print(f"[report] {notebook.stem} {parameters[notebook.stem]}", flush=True)
-        running.mkdir(exist_ok=True)
-        partial = running / notebook.name
-        watched = (config.MODELS_DIR, reports_dir)
-        before = _files_under(watched)
-        started = time.monotonic()
-        try:
-            papermill.execute_notebook(
-                str(notebook),
-                str(partial),
-                parameters=parameters[notebook.stem],
-                kernel_name=KERNEL_NAME,
-                cwd=str(NOTEBOOKS_DIR),
-                progress_bar=False,
-            )
-        except papermill.PapermillExecutionError as error:
-            failed = output.with_name(f"{notebook.stem}.failed.ipynb")
-            os.replace(partial, failed)
-            print(
-                f"[report] FAILED: notebook {notebook.stem} ({error.ename}: {error.evalue}); "
-                f"its partly executed copy is {failed}",
-                file=sys.stderr,
-            )
             write_json(stamps_path, stamps)
-            return 1
-        timings[notebook.stem] = time.monotonic() - started
-        to_html(partial, output.with_suffix(".html"))
-        os.replace(partial, output)
-        output.with_name(f"{notebook.stem}.failed.ipynb").unlink(missing_ok=True)
-        products = _products(before, _files_under(watched))
-        records[notebook.stem] = {"stamp": stamp, "products": products}
-        upstream = _chain(records[notebook.stem])
-        write_json(stamps_path, stamps)
-        print(f"[report] {notebook.stem} done in {timings[notebook.stem] / 60:.1f} min", flush=True)
-    shutil.rmtree(running, ignore_errors=True)
+            print(f"[report] {notebook.stem} done in {seconds / 60:.1f} min", flush=True)
+    finally:
+        # Nothing in .running/ is worth keeping once the run ends, however it ends.
+        shutil.rmtree(running, ignore_errors=True)
     write_json(timings_path, {"profile": profile_name, "seconds": timings})
     with atomic_path(reports_dir / "summary.md") as partial:
         partial.write_text(summary_markdown(profile_name, timings, reports_dir))
@@ -275,9 +385,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--force", action="store_true", help="run every notebook, even those up to date"
     )
+    parser.add_argument(
+        "--notebooks",
+        type=Path,
+        default=NOTEBOOKS_DIR,
+        help="the folder of NN-name.ipynb notebooks to run (default: notebooks/)",
+    )
     args = parser.parse_args(argv)
     try:
-        return run(args.profile, args.only, force=args.force)
+        return run(args.profile, args.only, force=args.force, notebooks_dir=args.notebooks)
     except (FileNotFoundError, ValueError) as error:
         print(f"make report: {error}", file=sys.stderr)
         return 2

@@ -4,7 +4,9 @@ An image in which nothing was found gets one row with an empty ``EncodedPixels``
 every image of the test set appears in the file.
 """
 
-from collections.abc import Iterable, Mapping
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -123,3 +125,88 @@ def validate_submission(
             claimed[pixels] = True
             objects += 1
     return {"images": len(present), "objects": objects, "empty_images": empty_images}
+
+
+@dataclass
+class SubmissionResult:
+    """What :func:`make_submission` wrote and found.
+
+    Attributes
+    ----------
+    path : Path
+        The validated ``submission.csv``.
+    counts : dict
+        Nuclei found per image id.
+    shapes : dict
+        ``(height, width)`` per image id.
+    previews : dict
+        ``(image, labels)`` of the image ids asked to be kept.
+    check : dict
+        The result of :func:`validate_submission`.
+    seconds : float
+        Time taken, reading to validation.
+    """
+
+    path: Path
+    counts: dict
+    shapes: dict
+    previews: dict
+    check: dict
+    seconds: float
+
+    @property
+    def megapixels(self) -> float:
+        """Pixels predicted, in millions."""
+        return sum(height * width for height, width in self.shapes.values()) / 1e6
+
+
+def make_submission(
+    model,
+    settings: dict,
+    test_dir: str | Path,
+    path: str | Path,
+    ids: Sequence[str] | None = None,
+    keep: Iterable[str] = (),
+    progress: bool = False,
+) -> SubmissionResult:
+    """Segment every test image, write ``submission.csv`` and validate it.
+
+    Parameters
+    ----------
+    model : keras.Model
+        The trained model.
+    settings : dict
+        Post-processing, TTA and tile size, as ``inference.read_settings`` gives them.
+    test_dir : path
+        Test images in the Kaggle layout (no masks needed).
+    path : path
+        The CSV to write.
+    ids : sequence of str, optional
+        The images to predict, in order (by default every folder of ``test_dir``;
+        :func:`listed_ids` gives those of a sample submission).
+    keep : iterable of str
+        Image ids whose image and labels are returned, for a preview.
+    progress : bool
+        Show a progress bar.
+
+    Images are read a few at a time (:func:`unet_tf.data.iter_samples`) and only counts
+    are kept, so memory stays flat even for the 3,000 stage 2 images.
+    """
+    from tqdm.auto import tqdm
+
+    from unet_tf import data, inference
+
+    started = time.monotonic()
+    ids = [p.name for p in data.list_sample_dirs(test_dir)] if ids is None else list(ids)
+    keep = set(keep)
+    rows, counts, shapes, previews = [], {}, {}, {}
+    samples = data.iter_samples(test_dir, ids)
+    for image_id, image, _ in tqdm(samples, total=len(ids), disable=not progress, unit="image"):
+        labels = inference.segment(model, image, settings)
+        rows += submission_rows(image_id, labels)
+        counts[image_id], shapes[image_id] = int(labels.max()), image.shape[:2]
+        if image_id in keep:
+            previews[image_id] = (image, labels)
+    write_submission(rows, path)
+    check = validate_submission(path, shapes)
+    return SubmissionResult(Path(path), counts, shapes, previews, check, time.monotonic() - started)

@@ -1,4 +1,10 @@
-"""Training helpers shared by the notebooks: callbacks, atomic model saving, run records."""
+"""Training: the run itself (:class:`TrainingConfig`, :func:`train`) and its parts.
+
+:func:`train` is what ``02-training``, ``python -m unet_tf train``, the Kaggle kernel and
+the benchmarks call. Its parts are here too: the wall-time limit, resumable per-epoch
+checkpoints, the NaN stop, distribution strategies, mixed precision, atomic model saving
+and run records.
+"""
 
 import json
 import os
@@ -6,6 +12,7 @@ import platform
 import shutil
 import tempfile
 import time
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import keras
@@ -60,6 +67,28 @@ def save_model(model: keras.Model, path: str | Path) -> Path:
     return path
 
 
+def load_model(path: str | Path) -> keras.Model:
+    """Load a trained ``.keras`` model for inference (not compiled).
+
+    Raises
+    ------
+    FileNotFoundError
+        If there is no such file; the message says how to train one.
+    ValueError
+        If the file is not a Keras model (a torn copy, another format).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such model; train one with `make report`")
+    try:
+        return keras.models.load_model(path, compile=False)
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        # Keras reports a bad file from deep inside its zip and JSON readers.
+        raise ValueError(
+            f"{path}: not a Keras model file ({type(error).__name__}: {error})"
+        ) from None
+
+
 def environment() -> dict:
     """Versions and machine facts worth recording next to a trained model."""
     import pandas
@@ -91,11 +120,19 @@ def read_run_record(path: str | Path) -> dict:
     ------
     FileNotFoundError
         If there is no record (train a model first with the training notebook).
+    ValueError
+        If the file is not valid JSON or not a training record.
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no training record; run notebooks/02-training first")
-    return json.loads(path.read_text())
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ValueError(f"{path}: the training record cannot be read ({error})") from error
+    if not isinstance(record, dict) or not isinstance(record.get("parameters"), dict):
+        raise ValueError(f"{path}: not a training record (no 'parameters' object)")
+    return record
 
 
 class BestModelCheckpoint(keras.callbacks.Callback):
@@ -125,7 +162,6 @@ class BestModelCheckpoint(keras.callbacks.Callback):
 _CALLBACK_STATE = {
     "EarlyStopping": ("wait", "best", "best_epoch", "stopped_epoch"),
     "ReduceLROnPlateau": ("wait", "best", "cooldown_counter"),
-    "ModelCheckpoint": ("best",),
     "BestModelCheckpoint": ("best",),
 }
 
@@ -379,3 +415,435 @@ def set_precision(name: str = "float32") -> None:
     if name not in PRECISIONS:
         raise ValueError(f"unknown precision {name!r}; choose one of {PRECISIONS}")
     keras.mixed_precision.set_global_policy(name)
+
+
+# --- the training run ------------------------------------------------------------------
+
+# A resumed run may extend its budget; any other change would mix two recipes in one model.
+RESUMABLE = ("epochs", "max_minutes")
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    """Every parameter of a training run, checked when made, recorded whole with the model.
+
+    The defaults are the recipe of ``make report``; ``notebooks/02-training.ipynb`` declares
+    the same names and defaults in its parameters cell (a test keeps the two alike), and
+    ``python -m unet_tf train`` has one option per field.
+
+    Attributes
+    ----------
+    epochs : int
+        Upper bound on epochs; early stopping or the time budget usually ends training first.
+    max_minutes : float
+        Wall-time budget for training, checked at the end of each epoch.
+    steps_per_epoch, batch_size : int
+        Batches per epoch and crops per batch.
+    crop_size : int
+        Side of the square training crops at native resolution; a multiple of ``2**depth``.
+    target : str
+        Training targets: ``"binary"`` (nucleus) or ``"border"`` (nucleus + borders).
+    loss : str
+        ``"bce"``, ``"dice"``, ``"bce_dice"`` or ``"focal"``.
+    contact_weight : float
+        Extra loss weight where two nuclei are within 3 pixels; 0 disables.
+    depth, base_filters : int
+        Downsamplings of the U-Net and filters of its first level.
+    dropout_rate : float
+        Dropout inside each convolution block.
+    learning_rate : float
+        Initial Adam learning rate, halved when the validation loss stalls.
+    patience : int
+        Epochs without validation improvement before stopping.
+    affine, elastic : bool
+        Random rotation/scaling/shear and elastic deformation of training crops.
+    max_images : int
+        Images of each split to use; 0 means all.
+    seed : int
+        Seed of the weights, the crop order and the augmentation.
+    model_name : str
+        Files are ``<models>/<model_name>.keras``, ``.json`` and ``.log.csv``.
+    distribution : str
+        ``"default"`` (one device), ``"mirrored"`` (all GPUs) or ``"multi_worker"``.
+    precision : str
+        ``"float32"``, ``"mixed_float16"`` or ``"mixed_bfloat16"``.
+    jit_compile : bool
+        Compile training steps with XLA.
+
+    Raises
+    ------
+    ValueError
+        From ``__post_init__``, naming the parameter, when a value is out of range or unknown.
+    """
+
+    epochs: int = 200
+    max_minutes: float = 42.0
+    steps_per_epoch: int = 50
+    batch_size: int = 8
+    crop_size: int = 256
+    target: str = "border"
+    loss: str = "bce_dice"
+    contact_weight: float = 0.0
+    depth: int = 4
+    base_filters: int = 16
+    dropout_rate: float = 0.0
+    learning_rate: float = 0.001
+    patience: int = 12
+    affine: bool = False
+    elastic: bool = False
+    max_images: int = 0
+    seed: int = 2018
+    model_name: str = "unet"
+    distribution: str = "default"
+    precision: str = "float32"
+    jit_compile: bool = True
+
+    def __post_init__(self):
+        for item in fields(self):
+            value = getattr(self, item.name)
+            wanted = (int, float) if item.type is float else item.type
+            # bool is an int in Python; a flag given as a count (or the reverse) is a mistake.
+            wrong_bool = isinstance(value, bool) != (item.type is bool)
+            if not isinstance(value, wanted) or wrong_bool:
+                raise ValueError(f"{item.name} must be {item.type.__name__}, got {value!r}")
+        positive = ("epochs", "steps_per_epoch", "batch_size", "patience", "max_minutes")
+        for name in positive:
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)!r}")
+        if not 1 <= self.depth <= 7 or self.base_filters < 1:
+            raise ValueError(
+                f"depth must be 1 to 7 and base_filters at least 1, got {self.depth} "
+                f"and {self.base_filters}"
+            )
+        if self.crop_size < 1 or self.crop_size % 2**self.depth:
+            raise ValueError(
+                f"crop_size {self.crop_size} must be a positive multiple of "
+                f"2**depth = {2**self.depth}"
+            )
+        if self.contact_weight < 0:
+            raise ValueError(
+                f"contact_weight must be 0 (off) or positive, got {self.contact_weight}"
+            )
+        if self.max_images < 0:
+            raise ValueError(f"max_images must be 0 (all) or positive, got {self.max_images}")
+        if not 0.0 <= self.dropout_rate < 1.0:
+            raise ValueError(f"dropout_rate must be in [0, 1), got {self.dropout_rate}")
+        if not self.learning_rate > 0:
+            raise ValueError(f"learning_rate must be positive, got {self.learning_rate}")
+        if not self.model_name or "/" in self.model_name or self.model_name.startswith("."):
+            raise ValueError(f"model_name must be a plain file name stem, got {self.model_name!r}")
+        from unet_tf import losses, pipeline
+
+        losses.get_loss(self.loss)
+        pipeline.target_channels(self.target)
+        for name, known in (("distribution", STRATEGIES), ("precision", PRECISIONS)):
+            if getattr(self, name) not in known:
+                raise ValueError(f"unknown {name} {getattr(self, name)!r}; choose one of {known}")
+
+    @classmethod
+    def from_mapping(cls, values, strict: bool = True) -> "TrainingConfig":
+        """A config from the fields found in ``values`` (a notebook's ``globals()``, say).
+
+        With ``strict`` every field must be there, so a notebook's parameters cell cannot
+        drift from this class unnoticed; other names in ``values`` are ignored.
+        """
+        names = [item.name for item in fields(cls)]
+        missing = [name for name in names if name not in values]
+        if strict and missing:
+            raise ValueError(f"training parameters missing: {missing}")
+        return cls(**{name: values[name] for name in names if name in values})
+
+    def paths(self, models_dir: str | Path) -> dict[str, Path]:
+        """The files of this run in ``models_dir``: model, record, log, best model, resume."""
+        folder, stem = Path(models_dir), self.model_name
+        return {
+            "model": folder / f"{stem}.keras",
+            "record": folder / f"{stem}.json",
+            "log": folder / f"{stem}.log.csv",
+            "best": folder / f"{stem}.best.keras",
+            "resume": folder / f"{stem}.resume",
+        }
+
+
+@dataclass
+class TrainingResult:
+    """What :func:`train` returns.
+
+    Attributes
+    ----------
+    model : keras.Model
+        The trained model with the best epoch's weights.
+    history : pandas.DataFrame
+        One row per epoch (the resumed ones included): losses and pixel metrics.
+    best_epoch : int
+        1-based epoch of the lowest validation loss.
+    training_minutes : float
+        Minutes of training, interrupted runs included.
+    stopped_by_time : bool
+        Whether the time budget ended the run.
+    resumed_after : int
+        Epochs completed by an interrupted run this one continued (0: a fresh run).
+    train_images, validation_images : int
+        Images in each split.
+    paths : dict
+        The files written (see :meth:`TrainingConfig.paths`).
+    """
+
+    model: keras.Model
+    history: object
+    best_epoch: int
+    training_minutes: float
+    stopped_by_time: bool
+    resumed_after: int
+    train_images: int
+    validation_images: int
+    paths: dict = field(default_factory=dict)
+
+    @property
+    def epochs_trained(self) -> int:
+        """Epochs completed in all."""
+        return len(self.history)
+
+
+def compile_model(net: keras.Model, config: TrainingConfig) -> keras.Model:
+    """Compile ``net`` as :func:`train` does: Adam, the configured loss, pixel IoU and Dice."""
+    from unet_tf import keras_metrics, losses
+
+    net.compile(
+        optimizer=keras.optimizers.Adam(config.learning_rate),
+        loss=losses.get_loss(config.loss, pixel_weights=config.contact_weight > 0),
+        metrics=[keras_metrics.PixelIoU(channel=0), keras_metrics.PixelDice(channel=0)],
+        jit_compile=config.jit_compile,
+    )
+    return net
+
+
+def build_model(config: TrainingConfig, input_channels: int = 3) -> keras.Model:
+    """The U-Net of ``config``, compiled (:func:`compile_model`); call in a strategy's scope."""
+    from unet_tf import model, pipeline
+
+    net = model.get_model(
+        input_channels=input_channels,
+        num_classes=pipeline.target_channels(config.target),
+        depth=config.depth,
+        base_filters=config.base_filters,
+        dropout_rate=config.dropout_rate,
+        name=config.model_name,
+    )
+    return compile_model(net, config)
+
+
+def training_callbacks(config: TrainingConfig, best_path: Path) -> list[keras.callbacks.Callback]:
+    """Early stopping (best weights restored), best-model checkpoint, plateau schedule."""
+    return [
+        keras.callbacks.EarlyStopping(
+            monitor="val_loss", patience=config.patience, restore_best_weights=True
+        ),
+        BestModelCheckpoint(best_path),
+        keras.callbacks.ReduceLROnPlateau(
+            monitor="val_loss", factor=0.5, patience=max(2, config.patience // 3), min_lr=1e-5
+        ),
+    ]
+
+
+def _resume_state(config: TrainingConfig, resume_dir: Path, resume: bool) -> dict | None:
+    """The checkpoint to continue from, after checking that it was made with ``config``."""
+    state = latest_checkpoint(resume_dir) if resume else None
+    if state:
+        changed = changed_parameters(state.get("parameters", {}), asdict(config), RESUMABLE)
+        if changed:
+            raise ValueError(
+                f"{resume_dir} holds an interrupted run with other parameters ({changed}); "
+                "pass resume=False to start afresh, or the same parameters to resume"
+            )
+    elif resume_dir.exists():
+        shutil.rmtree(resume_dir)
+    return state
+
+
+def _pack(data_dir: Path, ids: list[str]):
+    from unet_tf import config as paths
+    from unet_tf import data, pipeline
+
+    cache = paths.LABEL_CACHE if Path(data_dir) == Path(paths.TRAIN_DIR) else None
+    samples = data.load_samples(data_dir, ids=ids, cache_dir=cache)
+    return pipeline.pack_samples([s[1] for s in samples], [s[2] for s in samples])
+
+
+def train(
+    config: TrainingConfig,
+    data_dir: str | Path | None = None,
+    validation_ids: str | Path | None = None,
+    models_dir: str | Path | None = None,
+    resume: bool = True,
+    verbose: int = 2,
+) -> TrainingResult:
+    """Train the U-Net of ``config`` and save it with its record and log.
+
+    Reads the training and validation images, builds and compiles the model (under the
+    configured distribution strategy and precision), and fits it on random augmented crops,
+    validating every epoch on tiles covering the validation images. Training ends at the
+    first of ``epochs``, early stopping on the validation loss (best weights restored), or
+    the ``max_minutes`` budget. A full checkpoint is written after every epoch, so a run
+    that was killed continues from its last complete epoch when called again with the same
+    config; the checkpoint is removed once the model is saved.
+
+    Parameters
+    ----------
+    config : TrainingConfig
+        Every parameter of the run.
+    data_dir : path, optional
+        Training images in the Kaggle layout (default ``config.TRAIN_DIR``).
+    validation_ids : path, optional
+        Id list of the validation images, none of which is trained on (default the
+        committed split, ``data/splits/validation_ids.txt``).
+    models_dir : path, optional
+        Where the model, ``<name>.json`` (the whole config, the environment and the
+        results), ``<name>.log.csv`` and the checkpoints go (default ``models/``).
+    resume : bool
+        Continue an interrupted run of the same config; False starts afresh.
+    verbose : int
+        Keras' progress output: 0 silent, 1 a progress bar, 2 one line per epoch.
+
+    Returns
+    -------
+    TrainingResult
+
+    Raises
+    ------
+    ValueError
+        If the checkpoint was made with other parameters, the crop is larger than every
+        image, or the loss became NaN (the last good checkpoint is kept).
+    FileNotFoundError
+        If the data or the id list is missing.
+    """
+    import pandas as pd
+
+    from unet_tf import config as paths
+    from unet_tf import data, pipeline
+
+    data_dir = Path(data_dir or paths.TRAIN_DIR)
+    validation_ids = Path(validation_ids or paths.VALIDATION_IDS)
+    models_dir = Path(models_dir or paths.MODELS_DIR)
+    files = config.paths(models_dir)
+    strategy = get_strategy(config.distribution)
+    set_precision(config.precision)
+    models_dir.mkdir(parents=True, exist_ok=True)
+    keras.utils.set_random_seed(config.seed)
+    state = _resume_state(config, files["resume"], resume)
+    initial_epoch = state["epochs_completed"] if state else 0
+
+    train_ids, held_out = data.train_validation_ids(data_dir, validation_ids)
+    if config.max_images:
+        train_ids, held_out = train_ids[: config.max_images], held_out[: config.max_images]
+    train_samples, validation_samples = _pack(data_dir, train_ids), _pack(data_dir, held_out)
+    largest = int(train_samples.shapes[:, :2].numpy().max())
+    if config.crop_size > largest:
+        raise ValueError(
+            f"crop_size {config.crop_size} is larger than every training image (the largest "
+            f"side is {largest} pixels); crops would be mostly padding"
+        )
+    target_fn = pipeline.get_target_fn(config.target)
+    if config.contact_weight > 0:
+        # The targets get a last channel of pixel weights, which the loss reads and drops.
+        target_fn = pipeline.with_contact_weights(target_fn, config.contact_weight)
+    augmentation = pipeline.Augmentation(affine=config.affine, elastic=config.elastic)
+    train_dataset = pipeline.make_training_dataset(
+        train_samples,
+        config.crop_size,
+        config.batch_size,
+        target_fn,
+        augmentation,
+        seed=config.seed,
+        skip_batches=initial_epoch * config.steps_per_epoch,
+    )
+    validation_dataset = pipeline.make_validation_dataset(
+        validation_samples, config.crop_size, config.batch_size, target_fn
+    ).cache()
+
+    # Under a distribution strategy the model, its optimizer and metrics are made in its scope.
+    with strategy.scope():
+        net = build_model(config, input_channels=train_samples.channels)
+        if state:
+            restore_checkpoint(net, files["resume"], state)
+    if verbose:
+        print(
+            f"{len(train_ids)} training and {len(held_out)} validation images; "
+            f"{net.count_params():,} parameters; {strategy.num_replicas_in_sync} device(s); "
+            f"{config.precision}" + (f"; resuming after epoch {initial_epoch}" if state else ""),
+            flush=True,
+        )
+
+    time_limit = TimeLimit(
+        config.max_minutes, spent_minutes=state["training_minutes"] if state else 0.0
+    )
+    tracked = training_callbacks(config, files["best"])
+    if state:
+        # The log is rewritten from the checkpoint, dropping any epoch logged after it.
+        write_log(files["log"], state["history"])
+    checkpoint = EpochCheckpoint(
+        files["resume"], tracked, state=state, metadata={"parameters": asdict(config)}
+    )
+    net.fit(
+        train_dataset,
+        epochs=config.epochs,
+        initial_epoch=initial_epoch,
+        steps_per_epoch=config.steps_per_epoch,
+        validation_data=validation_dataset,
+        # The crops are already drawn in a seeded random order; Keras cannot shuffle a dataset.
+        shuffle=False,
+        callbacks=[
+            keras.callbacks.TerminateOnNaN(),
+            *tracked,
+            keras.callbacks.CSVLogger(files["log"], append=bool(state)),
+            time_limit,
+            checkpoint,  # Last, so that on resume it restores the others after they reset.
+        ],
+        verbose=verbose,
+    )
+    if checkpoint.diverged:
+        raise ValueError(
+            f"training diverged (the loss became NaN) in epoch {checkpoint.diverged}; the last "
+            f"good checkpoint is kept in {files['resume']}. Lower learning_rate, or check the "
+            "data."
+        )
+    history = pd.DataFrame(checkpoint.history)
+    best_epoch = int(history.val_loss.idxmin()) + 1
+    result = TrainingResult(
+        model=net,
+        history=history,
+        best_epoch=best_epoch,
+        training_minutes=checkpoint.training_minutes,
+        stopped_by_time=time_limit.stopped_by_time,
+        resumed_after=initial_epoch,
+        train_images=len(train_ids),
+        validation_images=len(held_out),
+        paths=files,
+    )
+    save_model(net, files["model"])
+    best = history.iloc[best_epoch - 1]
+    write_run_record(
+        files["record"],
+        asdict(config),
+        epochs_trained=result.epochs_trained,
+        best_epoch=best_epoch,
+        stopped_by_time=result.stopped_by_time,
+        training_minutes=round(result.training_minutes, 2),
+        best_validation={
+            key: float(best[key])
+            for key in ("val_loss", "val_pixel_iou", "val_pixel_dice")
+            if key in best
+        },
+        train_images=len(train_ids),
+        validation_images=len(held_out),
+        data=str(data_dir),
+    )
+    # The run is complete and saved, so its resume checkpoint is no longer needed.
+    shutil.rmtree(files["resume"], ignore_errors=True)
+    if verbose:
+        print(
+            f"{result.epochs_trained} epochs in {result.training_minutes:.1f} min; best "
+            f"validation loss in epoch {best_epoch}; saved {files['model'].name}",
+            flush=True,
+        )
+    return result

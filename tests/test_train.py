@@ -1,0 +1,175 @@
+"""The training run as a library call and a command: TrainingConfig, train, the CLI."""
+
+import ast
+import json
+from dataclasses import asdict, fields, replace
+
+import nbformat
+import numpy as np
+import pytest
+from conftest import disc_labels, write_sample
+
+from unet_tf import config, data, training
+from unet_tf.cli import main as cli
+
+TINY = {
+    "epochs": 2,
+    "steps_per_epoch": 2,
+    "batch_size": 2,
+    "crop_size": 32,
+    "depth": 2,
+    "base_filters": 4,
+    "max_minutes": 5.0,
+    "jit_compile": False,
+}
+
+
+@pytest.fixture
+def disc_folder(tmp_path):
+    """Six fluorescence-like 48x64 images of 2-4 discs each, and a split of two images."""
+    rng = np.random.default_rng(3)
+    root = tmp_path / "train"
+    for index in range(6):
+        discs = [
+            ((int(rng.integers(8, 40)), int(rng.integers(8, 56))), int(rng.integers(4, 8)))
+            for _ in range(int(rng.integers(2, 5)))
+        ]
+        labels = disc_labels((48, 64), discs)
+        image = np.where(labels[..., None] > 0, 200, 15).astype(np.uint8).repeat(3, axis=-1)
+        masks = [labels == value for value in np.unique(labels)[1:]]
+        write_sample(root, f"img{index}", image, masks)
+    ids = tmp_path / "validation_ids.txt"
+    data.save_ids(ids, ["img4", "img5"])
+    return root, ids
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"epochs": 0}, "epochs must be positive"),
+        ({"max_minutes": -1.0}, "max_minutes must be positive"),
+        ({"crop_size": 100}, "multiple of 2\\*\\*depth = 16"),
+        ({"loss": "hinge"}, "unknown loss 'hinge'"),
+        ({"target": "edges"}, "unknown target 'edges'"),
+        ({"contact_weight": -1.0}, "contact_weight"),
+        ({"max_images": -2}, "max_images"),
+        ({"dropout_rate": 1.0}, "dropout_rate"),
+        ({"distribution": "tpu"}, "unknown distribution 'tpu'"),
+        ({"precision": "int8"}, "unknown precision 'int8'"),
+        ({"epochs": 2.5}, "epochs must be int"),
+        ({"affine": 1}, "affine must be bool"),
+        ({"model_name": "../x"}, "model_name"),
+    ],
+)
+def test_a_bad_parameter_is_refused_by_name_when_the_config_is_made(change, message):
+    with pytest.raises(ValueError, match=message):
+        training.TrainingConfig(**change)
+
+
+def test_the_training_notebook_declares_every_field_with_the_library_defaults():
+    notebook = nbformat.read(config.PROJECT_ROOT / "notebooks" / "02-training.ipynb", 4)
+    cell = next(c for c in notebook.cells if "parameters" in c.metadata.get("tags", []))
+    declared = {
+        node.target.id: node.value.value
+        for node in ast.parse(cell.source).body
+        if isinstance(node, ast.AnnAssign)
+    }
+    defaults = {item.name: item.default for item in fields(training.TrainingConfig)}
+    assert declared.pop("resume") is True
+    assert declared == defaults
+
+
+def test_from_mapping_needs_every_field():
+    values = asdict(training.TrainingConfig())
+    assert training.TrainingConfig.from_mapping({**values, "other": 1}) == training.TrainingConfig()
+    del values["seed"]
+    with pytest.raises(ValueError, match="missing: \\['seed'\\]"):
+        training.TrainingConfig.from_mapping(values)
+
+
+def _checkpoint(folder, parameters):
+    """A stand-in checkpoint of one complete epoch made with ``parameters``."""
+    (folder / "epoch-0001").mkdir(parents=True)
+    state = {"checkpoint": "epoch-0001", "epochs_completed": 1, "parameters": parameters}
+    (folder / "epoch-0001" / "state.json").write_text(json.dumps(state))
+    (folder / "latest").write_text("epoch-0001\n")
+
+
+OTHER_VALUES = {
+    int: lambda value: value * 2 or 3,
+    float: lambda value: value + 0.5 if value < 0.5 else value / 2,
+    bool: lambda value: not value,
+}
+CHANGES = {
+    "target": "binary",
+    "loss": "focal",
+    "model_name": "unet",
+    "distribution": "mirrored",
+    "precision": "mixed_bfloat16",
+    "crop_size": 64,
+}
+
+
+@pytest.mark.parametrize("name", [item.name for item in fields(training.TrainingConfig)])
+def test_a_resume_with_any_changed_parameter_but_the_budget_is_refused(tmp_path, name):
+    base = training.TrainingConfig(**TINY, model_name="tiny")
+    value = getattr(base, name)
+    changed = replace(base, **{name: CHANGES.get(name) or OTHER_VALUES[type(value)](value)})
+    assert getattr(changed, name) != value
+    resume_dir = tmp_path / f"{changed.model_name}.resume"
+    _checkpoint(resume_dir, asdict(base))
+    if name in training.RESUMABLE:
+        # Accepted: train goes on to read the data, which is not there.
+        with pytest.raises(FileNotFoundError, match="no such data folder"):
+            training.train(changed, data_dir=tmp_path / "none", models_dir=tmp_path)
+    else:
+        with pytest.raises(ValueError, match=f"other parameters.*'{name}'"):
+            training.train(changed, data_dir=tmp_path / "none", models_dir=tmp_path)
+    assert resume_dir.is_dir(), "a refused resume keeps the checkpoint"
+
+
+def test_train_then_evaluate_from_the_command_line(disc_folder, tmp_path, capsys):
+    root, ids = disc_folder
+    models = tmp_path / "models"
+    options = [
+        f"--{name.replace('_', '-')}={value}"
+        for name, value in TINY.items()
+        if name != "jit_compile"
+    ]
+    common = ["--data", str(root), "--validation-ids", str(ids)]
+    status = cli(
+        ["train", *common, "--models-dir", str(models), "--no-jit-compile", "--quiet", *options]
+    )
+    assert status == 0, capsys.readouterr().err
+    record = training.read_run_record(models / "unet.json")
+    assert record["parameters"] == asdict(training.TrainingConfig(**TINY))
+    assert record["epochs_trained"] == 2 and record["validation_images"] == 2
+    assert not (models / "unet.resume").exists()
+    capsys.readouterr()
+
+    model = models / "unet.keras"
+    report = tmp_path / "scores.json"
+    status = cli(
+        ["evaluate", "--model", str(model), *common, "--tune", "--no-tta", "--json", str(report)]
+    )
+    assert status == 0, capsys.readouterr().err
+    assert "tuned:" in capsys.readouterr().out
+    scores = json.loads(report.read_text())
+    assert scores["images"] == 2 and 0.0 <= scores["dsb_score"] <= 1.0
+    assert set(scores["by_imaging_type"]) == {"fluorescence"}
+    assert json.loads(model.with_name("unet.inference.json").read_text())["tta"] is False
+
+    # Without --tune it scores with the settings just stored, to the same number.
+    status = cli(["evaluate", "--model", str(model), *common, "--no-tta", "--json", str(report)])
+    assert status == 0
+    assert json.loads(report.read_text())["dsb_score"] == pytest.approx(scores["dsb_score"])
+
+
+def test_command_line_mistakes_end_in_one_line(tmp_path, capsys):
+    assert cli(["train", "--data", str(tmp_path), "--epochs", "0"]) == 2
+    assert capsys.readouterr().err.strip() == "error: epochs must be positive, got 0"
+    assert cli(["evaluate", "--model", str(tmp_path / "none.keras")]) == 2
+    assert "no such model" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        cli(["train", "--epochs", "many"])
+    assert "invalid int value" in capsys.readouterr().err

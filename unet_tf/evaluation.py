@@ -1,0 +1,389 @@
+"""Scoring and tuning on labelled images: what ``03-results``, ``python -m unet_tf evaluate``,
+``export`` and the benchmarks share.
+
+A *sample* is ``(image_id, image, labels)`` as :func:`unet_tf.data.load_samples` gives it.
+The network's output for every image is computed once (:func:`predict_outputs`); the
+post-processing settings are then swept and scored on those outputs (:func:`sweep`), the
+steps from plain connected components to watershed and test-time augmentation are compared
+(:func:`ablation`), and the best one is chosen (:func:`tune`). :func:`save_tuning` stores the
+choice beside the model, where ``04-submission``, ``predict`` and the Kaggle kernel read it.
+"""
+
+import itertools
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from unet_tf import data, files, inference, metrics, postprocess
+
+Sample = tuple[str, np.ndarray, np.ndarray]
+SCORE_COLUMNS = ("dsb_score", "pixel_iou", "dice", "f1")
+
+
+def validation_samples(
+    max_images: int = 0,
+    data_dir: str | Path | None = None,
+    ids_path: str | Path | None = None,
+) -> list[Sample]:
+    """The validation images with their labels (the first ``max_images``; 0 means all).
+
+    By default the committed split of stage1_train (``config.VALIDATION_IDS`` in
+    ``config.TRAIN_DIR``), with the label cache.
+
+    Raises
+    ------
+    ValueError
+        If ``max_images`` is negative or an id is listed twice.
+    FileNotFoundError
+        If the data or the id list is missing.
+    """
+    from unet_tf import config
+
+    if max_images < 0:
+        raise ValueError(f"max_images must be 0 (all) or positive, got {max_images}")
+    data_dir = Path(data_dir or config.TRAIN_DIR)
+    ids = data.load_ids(ids_path or config.VALIDATION_IDS)
+    if max_images:
+        ids = ids[:max_images]
+    cache = config.LABEL_CACHE if data_dir == Path(config.TRAIN_DIR) else None
+    return data.load_samples(data_dir, ids=ids, cache_dir=cache)
+
+
+def imaging_types(samples: Sequence[Sample]) -> dict[str, str]:
+    """The imaging type of every sample, by image id (see ``data.imaging_type``)."""
+    return {image_id: data.imaging_type(image) for image_id, image, _ in samples}
+
+
+def predict_outputs(
+    model, samples: Sequence[Sample], tile_size: int = 1024, tta: bool = False
+) -> list[np.ndarray]:
+    """The network's full-resolution output for every sample (see ``inference.predict_full``)."""
+    return [
+        inference.predict_full(model, image, tile_size=tile_size, tta=tta)
+        for _, image, _ in samples
+    ]
+
+
+def score(
+    samples: Sequence[Sample],
+    outputs: Sequence[np.ndarray],
+    settings: dict,
+    kinds: dict[str, str] | None = None,
+) -> pd.DataFrame:
+    """Post-process every output with ``settings`` and score it against its labels.
+
+    Parameters
+    ----------
+    samples : sequence of (image_id, image, labels)
+        The labelled images.
+    outputs : sequence of numpy.ndarray
+        The network's output for each sample, in the same order.
+    settings : dict
+        ``method`` and the keyword arguments of :func:`unet_tf.postprocess.to_instances`
+        (``min_area`` defaults to ``postprocess.MIN_AREA``).
+    kinds : dict, optional
+        Imaging type by image id (see :func:`imaging_types`), to avoid computing it again
+        when the same images are scored many times.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per image: ``image_id``, ``imaging_type`` and the numbers of
+        :func:`unet_tf.metrics.image_scores`.
+
+    Examples
+    --------
+    >>> truth = np.zeros((8, 8), np.int32)
+    >>> truth[2:5, 2:5] = 1
+    >>> output = (truth > 0).astype(np.float32)[..., None]
+    >>> image = np.zeros((8, 8, 3), np.float32)
+    >>> frame = score([("a", image, truth)], [output], {"method": "components", "min_area": 1})
+    >>> float(frame.dsb_score[0]), frame.imaging_type[0]
+    (1.0, 'fluorescence')
+    """
+    if len(samples) != len(outputs):
+        raise ValueError(f"{len(samples)} samples but {len(outputs)} outputs")
+    settings = {"min_area": postprocess.MIN_AREA, **settings}
+    method = settings.pop("method")
+    kinds = kinds or imaging_types(samples)
+    rows = []
+    for (image_id, _, truth), output in zip(samples, outputs, strict=True):
+        predicted = postprocess.to_instances(output, method, **settings)
+        rows.append(
+            {
+                "image_id": image_id,
+                "imaging_type": kinds[image_id],
+                **metrics.image_scores(truth, predicted),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def score_model(model, samples: Sequence[Sample], settings: dict) -> pd.DataFrame:
+    """Segment every sample as ``settings`` say (tuned settings of ``inference.read_settings``)
+    and score it: one row per image, as :func:`score` gives.
+
+    Images are predicted one at a time, so memory does not grow with the number of images.
+    """
+    frames = [
+        score(
+            [sample],
+            [inference.predict_full(model, sample[1], settings["tile_size"], tta=settings["tta"])],
+            settings["postprocess"],
+        )
+        for sample in samples
+    ]
+    return pd.concat(frames, ignore_index=True)
+
+
+def by_type(per_image: pd.DataFrame) -> pd.DataFrame:
+    """Mean scores per imaging type, with image and object counts."""
+    groups = per_image.groupby("imaging_type")
+    table = groups.agg(
+        {**{column: "mean" for column in SCORE_COLUMNS}, "true_count": "sum", "pred_count": "sum"}
+    )
+    table.insert(0, "images", groups.size())
+    return table
+
+
+def headline(per_image: pd.DataFrame) -> dict:
+    """Overall means, the type-balanced mean DSB score and the per-type table as a dict.
+
+    The type-balanced mean is the mean of the per-type DSB scores: a model that fails on
+    the rare stained and brightfield images cannot hide behind the many fluorescence ones.
+    """
+    types = by_type(per_image)
+    return {
+        "dsb_score": float(per_image.dsb_score.mean()),
+        "type_balanced_dsb_score": float(types.dsb_score.mean()),
+        "pixel_iou": float(per_image.pixel_iou.mean()),
+        "dice": float(per_image.dice.mean()),
+        "f1_at_0.5": float(per_image.f1.mean()),
+        "images": len(per_image),
+        "by_imaging_type": types[["images", *SCORE_COLUMNS]].to_dict(orient="index"),
+    }
+
+
+def default_grids(has_borders: bool) -> dict[str, list[dict]]:
+    """The post-processing settings :func:`tune` tries, per method.
+
+    ``watershed_border`` needs a border channel, so it is tried only when the model has one.
+    """
+    grids = {
+        "components": [{"threshold": t} for t in (0.3, 0.4, 0.5, 0.6, 0.7)],
+        "watershed_distance": [
+            {"threshold": t, "min_distance": d} for t in (0.4, 0.5) for d in (1.0, 2.0, 4.0)
+        ],
+    }
+    if has_borders:
+        grids["watershed_border"] = [
+            {"threshold": t, "marker_threshold": m, "border_threshold": b}
+            for t, m, b in itertools.product((0.4, 0.5), (0.5, 0.7, 0.85), (0.2, 0.35, 0.5))
+        ]
+    return grids
+
+
+def sweep(
+    samples: Sequence[Sample],
+    outputs: Sequence[np.ndarray],
+    grids: dict[str, list[dict]],
+    min_area: int = postprocess.MIN_AREA,
+) -> pd.DataFrame:
+    """Mean DSB score of every setting of every method: one row per setting."""
+    rows, kinds = [], imaging_types(samples)
+    for method, grid in grids.items():
+        for settings in grid:
+            chosen = {"method": method, "min_area": min_area, **settings}
+            frame = score(samples, outputs, chosen, kinds)
+            rows.append({"method": method, **settings, "dsb_score": frame.dsb_score.mean()})
+    table = pd.DataFrame(rows)
+    # The score last, after the settings of every method.
+    return table[[column for column in table if column != "dsb_score"] + ["dsb_score"]]
+
+
+def best_settings(table: pd.DataFrame, method: str) -> dict:
+    """The best-scoring settings of ``method`` in a :func:`sweep` table (without the method)."""
+    rows = table[table.method == method]
+    if rows.empty:
+        raise ValueError(f"the sweep has no rows for method {method!r}")
+    best = rows.sort_values("dsb_score").iloc[-1]
+    return {
+        key: float(value)
+        for key, value in best.items()
+        if key not in ("method", "dsb_score") and pd.notna(value)
+    }
+
+
+@dataclass(frozen=True)
+class Step:
+    """One row of the ablation: a name, whether TTA is on, and the post-processing."""
+
+    name: str
+    tta: bool
+    postprocess: dict
+
+
+def ablation_steps(table: pd.DataFrame, min_area: int, tta: bool) -> list[Step]:
+    """The ablation, each step adding one thing: tuned threshold, watershed, borders, TTA."""
+
+    def tuned(method: str) -> dict:
+        return {"method": method, "min_area": min_area, **best_settings(table, method)}
+
+    steps = [
+        Step(
+            "connected components, threshold 0.5",
+            False,
+            {"method": "components", "min_area": min_area, "threshold": 0.5},
+        ),
+        Step("connected components, tuned threshold", False, tuned("components")),
+        Step("+ watershed on distance peaks", False, tuned("watershed_distance")),
+    ]
+    if "watershed_border" in set(table.method):
+        steps.append(Step("+ watershed on predicted borders", False, tuned("watershed_border")))
+    if tta:
+        steps.append(
+            Step("+ test-time augmentation (8 flips/rotations)", True, steps[-1].postprocess)
+        )
+    return steps
+
+
+@dataclass
+class Tuning:
+    """What :func:`tune` found.
+
+    Attributes
+    ----------
+    samples : list
+        The labelled images tuned on.
+    outputs : dict
+        The network's outputs without (``False``) and with (``True``) TTA.
+    sweep : pandas.DataFrame
+        Every setting tried, with its mean DSB score.
+    steps : list of Step
+        The ablation's steps.
+    results : dict
+        Per-image scores of each step, by step name.
+    chosen : Step
+        The best step, whose settings are used from now on.
+    seconds : dict
+        Prediction time without and with TTA.
+    """
+
+    samples: list
+    outputs: dict
+    sweep: pd.DataFrame
+    steps: list
+    results: dict
+    chosen: Step
+    seconds: dict = field(default_factory=dict)
+
+    @property
+    def ablation(self) -> pd.DataFrame:
+        """One row per step: mean scores and object counts."""
+        return pd.DataFrame(
+            [
+                {
+                    "step": name,
+                    **{column: frame[column].mean() for column in SCORE_COLUMNS},
+                    "predicted objects": int(frame.pred_count.sum()),
+                    "true objects": int(frame.true_count.sum()),
+                }
+                for name, frame in self.results.items()
+            ]
+        ).set_index("step")
+
+    @property
+    def per_image(self) -> pd.DataFrame:
+        """Per-image scores with the chosen step."""
+        return self.results[self.chosen.name]
+
+    def labels(self, image_id: str, step: Step | None = None) -> np.ndarray:
+        """The instance labels of one image with ``step`` (by default the chosen one)."""
+        step = step or self.chosen
+        index = [sample[0] for sample in self.samples].index(image_id)
+        settings = dict(step.postprocess)
+        return postprocess.to_instances(
+            self.outputs[step.tta][index], settings.pop("method"), **settings
+        )
+
+
+def tune(
+    model,
+    samples: Sequence[Sample],
+    tile_size: int = 1024,
+    tta: bool = True,
+    min_area: int = postprocess.MIN_AREA,
+    grids: dict[str, list[dict]] | None = None,
+) -> Tuning:
+    """Choose the post-processing (and TTA) that scores best on labelled ``samples``.
+
+    The network runs once per image (and once more with TTA); every setting of ``grids``
+    (by default :func:`default_grids`) is scored on the plain outputs, the best of each
+    method forms the ablation, and the best step of the ablation is chosen.
+
+    Raises
+    ------
+    ValueError
+        If there are no samples or ``min_area`` is negative.
+    """
+    if not samples:
+        raise ValueError("no labelled images to tune on")
+    if min_area < 0:
+        raise ValueError(f"min_area must not be negative, got {min_area}")
+    samples = list(samples)
+    outputs, seconds = {}, {}
+    for use_tta in (False, True) if tta else (False,):
+        started = time.monotonic()
+        outputs[use_tta] = predict_outputs(model, samples, tile_size=tile_size, tta=use_tta)
+        seconds[use_tta] = time.monotonic() - started
+    has_borders = outputs[False][0].shape[-1] >= 2
+    table = sweep(samples, outputs[False], grids or default_grids(has_borders), min_area)
+    steps = ablation_steps(table, min_area, tta)
+    kinds = imaging_types(samples)
+    results = {
+        step.name: score(samples, outputs[step.tta], step.postprocess, kinds) for step in steps
+    }
+    chosen = max(steps, key=lambda step: results[step.name].dsb_score.mean())
+    return Tuning(samples, outputs, table, steps, results, chosen, seconds)
+
+
+def save_tuning(
+    tuning: Tuning,
+    model_path: str | Path,
+    tile_size: int,
+    record: dict | None = None,
+    metrics_path: str | Path | None = None,
+) -> dict:
+    """Store the chosen settings beside the model and the headline numbers as JSON.
+
+    Writes ``<model>.inference.json`` (read by ``04-submission``, ``predict`` and the Kaggle
+    kernel) and, if ``metrics_path`` is given, the headline numbers, the per-type table, the
+    chosen post-processing and the ablation (``reports/metrics.json``). Returns that dict.
+    """
+    record = record or {}
+    numbers = headline(tuning.per_image)
+    result = {
+        **numbers,
+        "validation_images": numbers.pop("images"),
+        "epochs_trained": record.get("epochs_trained"),
+        "training_minutes": record.get("training_minutes"),
+        "model": Path(model_path).name,
+        "postprocess": tuning.chosen.postprocess,
+        "tta": tuning.chosen.tta,
+        "tile_size": tile_size,
+        "ablation": tuning.ablation.reset_index().to_dict(orient="records"),
+    }
+    if metrics_path is not None:
+        files.write_json(metrics_path, result)
+    inference.write_settings(
+        model_path,
+        tuning.chosen.postprocess,
+        tta=tuning.chosen.tta,
+        tile_size=tile_size,
+        validation_dsb_score=result["dsb_score"],
+    )
+    return result
