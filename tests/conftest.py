@@ -12,6 +12,17 @@ import numpy as np
 import pytest
 from PIL import Image
 
+# A U-Net small enough to train in seconds: the training parameters the tests share.
+TINY_TRAINING = {
+    "epochs": 2,
+    "steps_per_epoch": 2,
+    "batch_size": 2,
+    "crop_size": 32,
+    "depth": 2,
+    "base_filters": 4,
+    "max_minutes": 5.0,
+}
+
 
 def disc(shape, centre, radius) -> np.ndarray:
     """A boolean disc of ``radius`` pixels around ``centre`` (row, column)."""
@@ -78,3 +89,27 @@ def disc_model_path(tmp_path_factory):
     postprocess = {"method": "components", "threshold": 0.5, "min_area": 5}
     inference.write_settings(path, postprocess, tta=False, tile_size=64)
     return path
+
+
+@pytest.fixture
+def disc_folder(tmp_path):
+    """Six fluorescence-like 48x64 images of 2-4 discs each, and a split of two images.
+
+    Returns the Kaggle-layout folder and the validation id list.
+    """
+    from unet_tf import data
+
+    rng = np.random.default_rng(3)
+    root = tmp_path / "train"
+    for index in range(6):
+        discs = [
+            ((int(rng.integers(8, 40)), int(rng.integers(8, 56))), int(rng.integers(4, 8)))
+            for _ in range(int(rng.integers(2, 5)))
+        ]
+        labels = disc_labels((48, 64), discs)
+        image = np.where(labels[..., None] > 0, 200, 15).astype(np.uint8).repeat(3, axis=-1)
+        masks = [labels == value for value in np.unique(labels)[1:]]
+        write_sample(root, f"img{index}", image, masks)
+    ids = tmp_path / "validation_ids.txt"
+    data.save_ids(ids, ["img4", "img5"])
+    return root, ids

@@ -11,18 +11,13 @@ import numpy as np
 import pandas as pd
 import papermill
 import pytest
-from conftest import disc, write_sample
+from conftest import TINY_TRAINING, disc, write_sample
 
 from unet_tf import config, data, kaggle, kernel_setup, report, submission
 
 SMOKE = {
+    **TINY_TRAINING,
     "epochs": 1,
-    "steps_per_epoch": 2,
-    "batch_size": 2,
-    "crop_size": 32,
-    "depth": 2,
-    "base_filters": 4,
-    "max_minutes": 5.0,
     "tta": False,
     "tile_size": 64,
     "seed": 1,

@@ -63,6 +63,17 @@ def _shared_options() -> dict[str, argparse.ArgumentParser]:
         "--tile-size", type=int, help="largest inference tile side (default: the tuned one)"
     )
     tile.add_argument("--no-tta", action="store_true", help="skip test-time augmentation")
+    tile.add_argument(
+        "--nucleus-diameter",
+        type=float,
+        help="typical nucleus diameter of your images in pixels: they are rescaled to the "
+        "training nucleus size (default: estimated from a first pass)",
+    )
+    tile.add_argument(
+        "--no-rescale",
+        action="store_true",
+        help="predict at the images' own scale, whatever the size of their nuclei",
+    )
     overwrite = group()
     overwrite.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     quiet = group()
@@ -157,6 +168,33 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def apply_inference_options(settings: dict, args: argparse.Namespace) -> dict:
+    """Apply ``--no-tta``, ``--tile-size``, ``--no-rescale`` and ``--nucleus-diameter``.
+
+    Raises
+    ------
+    ValueError
+        If ``--nucleus-diameter`` is not positive, is given with ``--no-rescale``, or the
+        model does not record the nucleus size it was trained on.
+    """
+    if args.no_tta:
+        settings["tta"] = False
+    if args.tile_size:
+        settings["tile_size"] = args.tile_size
+    if args.no_rescale:
+        settings["rescale"] = False
+    if args.nucleus_diameter is not None:
+        if not args.nucleus_diameter > 0 or args.no_rescale:
+            raise ValueError("--nucleus-diameter must be positive, and not given with --no-rescale")
+        if not settings.get("nucleus_diameter"):
+            raise ValueError(
+                "--nucleus-diameter needs a model that records the nucleus size it was trained "
+                "on (trained and tuned by this version: make report)"
+            )
+        settings.update(rescale=True, image_nucleus_diameter=args.nucleus_diameter)
+    return settings
+
+
 def train_command(args: argparse.Namespace) -> int:
     """``train``: build the config from the options and train."""
     from unet_tf import training
@@ -182,17 +220,22 @@ def evaluate_command(args: argparse.Namespace) -> int:
     """``evaluate``: score (and with ``--tune`` first tune) a model on the validation split."""
     import pandas as pd
 
-    from unet_tf import evaluation, files, inference, predict
+    from unet_tf import evaluation, files, inference, predict, training
 
     net, settings, tuned = predict.load_model_and_settings(args.model)
-    if args.no_tta:
-        settings["tta"] = False
-    if args.tile_size:
-        settings["tile_size"] = args.tile_size
+    apply_inference_options(settings, args)
     inference.check_tile_size(net, settings["tile_size"])
     samples = evaluation.validation_samples(args.max_images, args.data, args.validation_ids)
     if args.tune:
-        tuning = evaluation.tune(net, samples, tile_size=settings["tile_size"], tta=settings["tta"])
+        record_path = args.model.with_suffix(".json")
+        record = training.read_run_record(record_path) if record_path.is_file() else {}
+        tuning = evaluation.tune(
+            net,
+            samples,
+            tile_size=settings["tile_size"],
+            tta=settings["tta"],
+            nucleus_diameter=None if args.no_rescale else record.get("nucleus_diameter"),
+        )
         evaluation.save_tuning(tuning, args.model, settings["tile_size"])
         per_image = tuning.per_image
         settings.update(postprocess=tuning.chosen.postprocess, tta=tuning.chosen.tta)

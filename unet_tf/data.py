@@ -79,18 +79,18 @@ def _open_pixels(path: Path) -> np.ndarray:
 
 def _read_tiff(path: Path) -> np.ndarray:
     # Pillow reads few TIFF flavours (not 16-bit colour, not most microscope files), so
-    # TIFFs go through tifffile. Only the first page of a multi-page file is read.
-    import tifffile
+    # TIFFs go through tifffile, with their axes (see unet_tf.stacks). A stack or a file of
+    # several channels is refused here rather than cut down silently to its first plane.
+    from unet_tf import stacks
 
-    try:
-        with tifffile.TiffFile(path) as tiff:
-            pixels = tiff.pages.first.asarray()
-    except Exception as error:  # tifffile raises many types for broken files.
-        raise ValueError(f"{path}: cannot read the TIFF image ({error})") from error
-    # Channels-first files (C, H, W) with few channels are turned channels-last.
-    if pixels.ndim == 3 and pixels.shape[0] in (2, 3, 4) and pixels.shape[-1] > 4:
-        pixels = np.moveaxis(pixels, 0, -1)
-    return pixels
+    stack = stacks.read_stack(path)
+    if stack.is_stack:
+        raise ValueError(
+            f"{path}: a stack of {len(stack.planes)} planes (axes {stack.source_axes}, shape "
+            f"{stack.source_shape}) where one 2-D image was expected; choose a plane or the "
+            "maximum projection (predict --plane N or --max-projection)"
+        )
+    return stack.planes[0]
 
 
 def _is_16bit_colour_png(path: Path) -> bool:

@@ -12,7 +12,7 @@ choice beside the model, where ``04-submission``, ``predict`` and the Kaggle ker
 import itertools
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -130,11 +130,7 @@ def score_model(model, samples: Sequence[Sample], settings: dict) -> pd.DataFram
     Images are predicted one at a time, so memory does not grow with the number of images.
     """
     frames = [
-        score(
-            [sample],
-            [inference.predict_full(model, sample[1], settings["tile_size"], tta=settings["tta"])],
-            settings["postprocess"],
-        )
+        score([sample], [inference.predict(model, sample[1], settings)[0]], settings["postprocess"])
         for sample in samples
     ]
     return pd.concat(frames, ignore_index=True)
@@ -220,11 +216,13 @@ def best_settings(table: pd.DataFrame, method: str) -> dict:
 
 @dataclass(frozen=True)
 class Step:
-    """One row of the ablation: a name, whether TTA is on, and the post-processing."""
+    """One row of the ablation: a name, TTA on or off, the post-processing, and whether
+    images are rescaled to the training nucleus size."""
 
     name: str
     tta: bool
     postprocess: dict
+    rescale: bool = False
 
 
 def ablation_steps(table: pd.DataFrame, min_area: int, tta: bool) -> list[Step]:
@@ -260,7 +258,9 @@ class Tuning:
     samples : list
         The labelled images tuned on.
     outputs : dict
-        The network's outputs without (``False``) and with (``True``) TTA.
+        The network's outputs by ``(tta, rescale)``.
+    scales : list of float
+        The resampling factor of each image with automatic rescaling (1.0: none).
     sweep : pandas.DataFrame
         Every setting tried, with its mean DSB score.
     steps : list of Step
@@ -268,9 +268,11 @@ class Tuning:
     results : dict
         Per-image scores of each step, by step name.
     chosen : Step
-        The best step, whose settings are used from now on.
+        The settings used from now on: the best step, with rescaling if it was asked for.
     seconds : dict
-        Prediction time without and with TTA.
+        Prediction time of each kind of output.
+    nucleus_diameter : float or None
+        The training nucleus size images were rescaled to.
     """
 
     samples: list
@@ -280,6 +282,8 @@ class Tuning:
     results: dict
     chosen: Step
     seconds: dict = field(default_factory=dict)
+    scales: list = field(default_factory=list)
+    nucleus_diameter: float | None = None
 
     @property
     def ablation(self) -> pd.DataFrame:
@@ -306,9 +310,8 @@ class Tuning:
         step = step or self.chosen
         index = [sample[0] for sample in self.samples].index(image_id)
         settings = dict(step.postprocess)
-        return postprocess.to_instances(
-            self.outputs[step.tta][index], settings.pop("method"), **settings
-        )
+        output = self.outputs[step.tta, step.rescale][index]
+        return postprocess.to_instances(output, settings.pop("method"), **settings)
 
 
 def tune(
@@ -318,12 +321,19 @@ def tune(
     tta: bool = True,
     min_area: int = postprocess.MIN_AREA,
     grids: dict[str, list[dict]] | None = None,
+    nucleus_diameter: float | None = None,
 ) -> Tuning:
     """Choose the post-processing (and TTA) that scores best on labelled ``samples``.
 
     The network runs once per image (and once more with TTA); every setting of ``grids``
     (by default :func:`default_grids`) is scored on the plain outputs, the best of each
     method forms the ablation, and the best step of the ablation is chosen.
+
+    With ``nucleus_diameter`` (the training nucleus size, from the model's record) images
+    are also rescaled so that their nuclei come to that size (see
+    ``inference.estimate_scale``); the ablation shows it as a last row, and the chosen
+    settings keep it on: it matters for images unlike the validation split, whose nuclei
+    are mostly of the training size.
 
     Raises
     ------
@@ -335,20 +345,46 @@ def tune(
     if min_area < 0:
         raise ValueError(f"min_area must not be negative, got {min_area}")
     samples = list(samples)
+    rescale = bool(nucleus_diameter)
     outputs, seconds = {}, {}
     for use_tta in (False, True) if tta else (False,):
         started = time.monotonic()
-        outputs[use_tta] = predict_outputs(model, samples, tile_size=tile_size, tta=use_tta)
-        seconds[use_tta] = time.monotonic() - started
-    has_borders = outputs[False][0].shape[-1] >= 2
-    table = sweep(samples, outputs[False], grids or default_grids(has_borders), min_area)
+        outputs[use_tta, False] = predict_outputs(model, samples, tile_size=tile_size, tta=use_tta)
+        seconds["TTA" if use_tta else "plain"] = time.monotonic() - started
+    scales = [1.0] * len(samples)
+    if rescale:
+        started = time.monotonic()
+        scales = [
+            inference.estimate_scale(model, image, nucleus_diameter, tile_size)
+            for _, image, _ in samples
+        ]
+        for use_tta in (False, True) if tta else (False,):
+            settings = {"tile_size": tile_size, "tta": use_tta}
+            outputs[use_tta, True] = [
+                inference.predict(model, image, settings, scale)[0] if scale != 1.0 else same
+                for (_, image, _), scale, same in zip(
+                    samples, scales, outputs[use_tta, False], strict=True
+                )
+            ]
+        seconds["rescaling"] = time.monotonic() - started
+    has_borders = outputs[False, False][0].shape[-1] >= 2
+    table = sweep(samples, outputs[False, False], grids or default_grids(has_borders), min_area)
     steps = ablation_steps(table, min_area, tta)
     kinds = imaging_types(samples)
-    results = {
-        step.name: score(samples, outputs[step.tta], step.postprocess, kinds) for step in steps
-    }
+
+    def results_of(step: Step) -> pd.DataFrame:
+        return score(samples, outputs[step.tta, step.rescale], step.postprocess, kinds)
+
+    results = {step.name: results_of(step) for step in steps}
     chosen = max(steps, key=lambda step: results[step.name].dsb_score.mean())
-    return Tuning(samples, outputs, table, steps, results, chosen, seconds)
+    if rescale:
+        rescaled = replace(chosen, name="+ automatic rescaling to the training nucleus size")
+        chosen = replace(rescaled, rescale=True)
+        steps.append(chosen)
+        results[chosen.name] = results_of(chosen)
+    return Tuning(
+        samples, outputs, table, steps, results, chosen, seconds, scales, nucleus_diameter
+    )
 
 
 def save_tuning(
@@ -374,6 +410,8 @@ def save_tuning(
         "model": Path(model_path).name,
         "postprocess": tuning.chosen.postprocess,
         "tta": tuning.chosen.tta,
+        "rescale": tuning.chosen.rescale,
+        "nucleus_diameter": tuning.nucleus_diameter,
         "tile_size": tile_size,
         "ablation": tuning.ablation.reset_index().to_dict(orient="records"),
     }
@@ -384,6 +422,8 @@ def save_tuning(
         tuning.chosen.postprocess,
         tta=tuning.chosen.tta,
         tile_size=tile_size,
+        rescale=tuning.chosen.rescale,
+        nucleus_diameter=tuning.nucleus_diameter,
         validation_dsb_score=result["dsb_score"],
     )
     return result

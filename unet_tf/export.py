@@ -67,12 +67,13 @@ SUFFIXES = {
 class ExportedModel:
     """An exported model behind the one method :mod:`unet_tf.inference` calls.
 
-    ``predict_on_batch`` takes ``(batch, height, width, 3)`` float32 and returns the
-    probabilities as numpy; ``depth`` tells the inference code what to pad images to.
+    ``predict_on_batch`` takes ``(batch, height, width, channels)`` float32 and returns the
+    probabilities as numpy; ``depth`` tells the inference code what to pad images to, and
+    ``channels`` which input representation the model takes (3: RGB, 1: ``nuclei_bright``).
     """
 
-    def __init__(self, fmt: str, path: Path, depth: int, predict: Callable):
-        self.format, self.path, self.depth = fmt, Path(path), depth
+    def __init__(self, fmt: str, path: Path, depth: int, predict: Callable, channels: int = 3):
+        self.format, self.path, self.depth, self.channels = fmt, Path(path), depth, channels
         self._predict = predict
 
     def predict_on_batch(self, batch: np.ndarray) -> np.ndarray:
@@ -174,7 +175,7 @@ def export_model(
     return paths
 
 
-def load_exported(fmt: str, path: str | Path, depth: int) -> ExportedModel:
+def load_exported(fmt: str, path: str | Path, depth: int, channels: int = 3) -> ExportedModel:
     """Load an export written by :func:`export_model` for inference.
 
     Raises
@@ -189,12 +190,12 @@ def load_exported(fmt: str, path: str | Path, depth: int) -> ExportedModel:
         import keras
 
         net = keras.models.load_model(path, compile=False)
-        return ExportedModel(fmt, path, depth, net.predict_on_batch)
+        return ExportedModel(fmt, path, depth, net.predict_on_batch, channels)
     if fmt == "saved_model":
         import tensorflow as tf
 
         loaded = tf.saved_model.load(str(path))
-        return ExportedModel(fmt, path, depth, lambda batch: loaded.serve(batch).numpy())
+        return ExportedModel(fmt, path, depth, lambda batch: loaded.serve(batch).numpy(), channels)
     if fmt.startswith("tflite"):
         import tensorflow as tf
 
@@ -215,13 +216,15 @@ def load_exported(fmt: str, path: str | Path, depth: int) -> ExportedModel:
             interpreter.invoke()
             return interpreter.get_tensor(interpreter.get_output_details()[0]["index"]).copy()
 
-        return ExportedModel(fmt, path, depth, run)
+        return ExportedModel(fmt, path, depth, run, channels)
     if fmt == "onnx":
         import onnxruntime
 
         session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
         name = session.get_inputs()[0].name
-        return ExportedModel(fmt, path, depth, lambda batch: session.run(None, {name: batch})[0])
+        return ExportedModel(
+            fmt, path, depth, lambda batch: session.run(None, {name: batch})[0], channels
+        )
     raise ValueError(f"unknown export format {fmt!r}; choose from {FORMATS}")
 
 
@@ -268,14 +271,14 @@ def check_exports(
     ``samples`` are ``(height, width, 3)`` images whose sides are multiples of
     ``2**depth``; ``latency_batch`` (by default the first sample) is timed per format.
     """
-    from unet_tf.model import model_depth
+    from unet_tf.model import model_channels, model_depth
 
-    depth = model_depth(net)
+    depth, channels = model_depth(net), model_channels(net)
     latency_batch = samples[0][None] if latency_batch is None else latency_batch
     reference = [net.predict_on_batch(sample[None]) for sample in samples]
     rows = []
     for fmt, path in paths.items():
-        exported = load_exported(fmt, path, depth)
+        exported = load_exported(fmt, path, depth, channels)
         outputs = [exported.predict_on_batch(sample[None]) for sample in samples]
         rows.append(
             {
@@ -309,24 +312,27 @@ def validation_scores(
 
 
 def calibration_crops(
-    count: int = 32, size: int = 256, seed: int = 2018, multiple: int = 16
+    count: int = 32, size: int = 256, seed: int = 2018, multiple: int = 16, channels: int = 3
 ) -> list[np.ndarray]:
     """Random ``size`` crops of training-split images, for int8 calibration and checks.
 
-    Images smaller than ``size`` are used whole, cut down to a multiple of ``multiple``.
+    Images smaller than ``size`` are used whole, cut down to a multiple of ``multiple``. The
+    crops are in the input representation of a model with ``channels`` inputs, computed on
+    the whole image as inference does (see ``appearance.to_model_input``).
 
     Raises
     ------
     FileNotFoundError
         If the training data are missing (run ``make data``).
     """
-    from unet_tf import data
+    from unet_tf import appearance, data
 
     train_ids, _ = data.train_validation_ids(config.TRAIN_DIR, config.VALIDATION_IDS)
     rng = np.random.default_rng(seed)
     chosen = rng.choice(train_ids, size=min(count, len(train_ids)), replace=False)
     crops = []
     for _, image, _ in data.load_samples(config.TRAIN_DIR, ids=list(chosen), with_labels=False):
+        image = appearance.to_model_input(image, channels)
         height, width = (min(side, size) // multiple * multiple for side in image.shape[:2])
         top = int(rng.integers(0, image.shape[0] - height + 1))
         left = int(rng.integers(0, image.shape[1] - width + 1))
@@ -389,14 +395,19 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: unknown formats {unknown}; choose from {list(FORMATS)}", file=sys.stderr)
         return 2
     from unet_tf import inference, training
-    from unet_tf.model import model_depth
+    from unet_tf.model import model_channels, model_depth
 
     net = training.load_model(args.model)
     depth = model_depth(net)
     output_dir = args.output or config.MODELS_DIR / "export" / args.model.stem
     try:
-        representative = calibration_crops(multiple=2**depth) if "tflite_int8" in formats else []
-        samples = calibration_crops(count=4, size=args.check_size, seed=1, multiple=2**depth)
+        channels, multiple = model_channels(net), 2**depth
+        representative = []
+        if "tflite_int8" in formats:
+            representative = calibration_crops(multiple=multiple, channels=channels)
+        samples = calibration_crops(
+            count=4, size=args.check_size, seed=1, multiple=multiple, channels=channels
+        )
     except (FileNotFoundError, ValueError) as error:
         print(f"error: {error} (the checks use training images; run `make data`)", file=sys.stderr)
         return 2
@@ -415,7 +426,7 @@ def run(args: argparse.Namespace) -> int:
         except FileNotFoundError as error:
             print(f"note: no DSB scores: {error}", file=sys.stderr)
         else:
-            models = {fmt: load_exported(fmt, path, depth) for fmt, path in paths.items()}
+            models = {fmt: load_exported(fmt, path, depth, channels) for fmt, path in paths.items()}
             scores = validation_scores(models, settings, max_images=args.dsb_images)
     print(format_table(rows, scores))
     files.write_json(

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from unet_tf import files
-from unet_tf.model import crop_to_shape, model_depth, pad_to_shape
+from unet_tf import appearance, files
+from unet_tf.model import crop_to_shape, model_channels, model_depth, pad_to_shape
 from unet_tf.postprocess import MIN_AREA, to_instances
 
 DIHEDRAL = tuple(range(8))
@@ -147,6 +147,9 @@ def predict_full(
         raise ValueError(f"overlap must be in [0, tile_size / 2), got {overlap}")
     if batch_size is not None and batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    # The model's input representation, computed on the whole image before it is tiled, so
+    # every tile is normalised alike (see unet_tf.appearance).
+    image = appearance.to_model_input(image, model_channels(model))
     transforms = DIHEDRAL if tta else (0,)
     height, width = image.shape[:2]
     tile_height, tops = axis_tiles(height, tile_size, overlap, multiple)
@@ -197,7 +200,103 @@ FALLBACK_SETTINGS = {
     "postprocess": {"method": "components", "threshold": 0.5, "min_area": MIN_AREA},
     "tta": False,
     "tile_size": 1024,
+    "rescale": False,
+    "nucleus_diameter": None,
 }
+
+# Automatic rescaling: images are resampled only when their nuclei differ from the training
+# size by more than this factor, and never by more than MAX_SCALE either way.
+SCALE_TOLERANCE = 1.25
+MAX_SCALE = 4.0
+
+
+def resize(array: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Bilinear resampling of ``(height, width, channels)`` to ``shape`` (antialiased)."""
+    import tensorflow as tf
+
+    if tuple(array.shape[:2]) == tuple(shape):
+        return array
+    resized = tf.image.resize(array, shape, method="bilinear", antialias=True)
+    return resized.numpy().astype(np.float32)
+
+
+def scaled_shape(shape: tuple[int, ...], scale: float) -> tuple[int, int]:
+    """The ``(height, width)`` of an image of ``shape`` resampled by ``scale`` (at least 1)."""
+    return max(1, round(shape[0] * scale)), max(1, round(shape[1] * scale))
+
+
+def median_diameter(labels: np.ndarray) -> float | None:
+    """Median equivalent diameter of the objects of a label image; None without objects."""
+    areas = np.bincount(labels.ravel())[1:]
+    areas = areas[areas > 0]
+    return float(np.sqrt(4 * np.median(areas) / np.pi)) if areas.size else None
+
+
+def _probe_settings(channels: int) -> dict:
+    """Fixed post-processing for measuring nucleus sizes, the same whatever was tuned."""
+    if channels >= 2:
+        return {"method": "watershed_border", "min_area": MIN_AREA}
+    return {"method": "components", "threshold": 0.5, "min_area": MIN_AREA}
+
+
+def estimate_scale(
+    model, image: np.ndarray, nucleus_diameter: float, tile_size: int = 1024, rounds: int = 2
+) -> float:
+    """The factor that brings an image's nuclei to ``nucleus_diameter`` pixels across.
+
+    A first pass (without TTA) segments the image and measures the median nucleus
+    diameter; if it differs from ``nucleus_diameter`` by more than ``SCALE_TOLERANCE`` the
+    image is resampled and measured again (a network cuts nuclei far larger than it was
+    trained on into pieces, so one measurement can fall short), up to ``rounds`` times, as
+    Cellpose estimates diameters. The result lies in ``[1 / MAX_SCALE, MAX_SCALE]``; 1.0
+    means "leave the image as it is".
+    """
+    if not nucleus_diameter or nucleus_diameter <= 0:
+        raise ValueError(f"nucleus_diameter must be positive, got {nucleus_diameter!r}")
+    scale = 1.0
+    for _ in range(rounds):
+        scaled = resize(image, scaled_shape(image.shape, scale))
+        output = predict_full(model, scaled, tile_size=tile_size)
+        settings = _probe_settings(output.shape[-1])
+        diameter = median_diameter(to_instances(output, settings.pop("method"), **settings))
+        if diameter is None:
+            break
+        step = nucleus_diameter / diameter
+        if 1 / SCALE_TOLERANCE <= step <= SCALE_TOLERANCE:
+            break
+        scale = float(np.clip(scale * step, 1 / MAX_SCALE, MAX_SCALE))
+    return scale if not 1 / SCALE_TOLERANCE <= scale <= SCALE_TOLERANCE else 1.0
+
+
+def image_scale(model, image: np.ndarray, settings: dict) -> float:
+    """The resampling factor ``settings`` ask for an image (1.0: none).
+
+    ``settings["rescale"]`` turns rescaling on; the target is the training nucleus size
+    ``settings["nucleus_diameter"]``. A known size of the image's nuclei,
+    ``settings["image_nucleus_diameter"]`` (``predict --nucleus-diameter``), gives the
+    factor directly; otherwise it is estimated (:func:`estimate_scale`).
+    """
+    target = settings.get("nucleus_diameter")
+    if not settings.get("rescale") or not target:
+        return 1.0
+    known = settings.get("image_nucleus_diameter")
+    if known:
+        return float(np.clip(target / known, 1 / MAX_SCALE, MAX_SCALE))
+    return estimate_scale(model, image, target, settings["tile_size"])
+
+
+def predict(model, image: np.ndarray, settings: dict, scale: float | None = None):
+    """The network's output for an image at its own size, rescaled as ``settings`` say.
+
+    The image is resampled by the factor of :func:`image_scale` (or ``scale``), predicted
+    (:func:`predict_full`, with TTA if asked), and the output resampled back, so labels
+    always come at the image's own size. Returns ``(output, scale)``.
+    """
+    scale = image_scale(model, image, settings) if scale is None else scale
+    shape = image.shape[:2]
+    scaled = resize(image, scaled_shape(shape, scale)) if scale != 1.0 else image
+    output = predict_full(model, scaled, tile_size=settings["tile_size"], tta=settings["tta"])
+    return (resize(output, shape) if scale != 1.0 else output), scale
 
 
 def settings_path(model_path: str | Path) -> Path:
@@ -255,9 +354,14 @@ def segment(model, image: np.ndarray, settings: dict) -> np.ndarray:
 
     ``settings`` is what :func:`read_settings` gives (or :data:`FALLBACK_SETTINGS`):
     ``postprocess`` (``method`` and the settings of :func:`unet_tf.postprocess.to_instances`),
-    ``tta`` and ``tile_size``.
+    ``tta``, ``tile_size`` and optionally ``rescale`` and ``nucleus_diameter`` (see
+    :func:`predict`).
     """
+    return to_labels(predict(model, image, settings)[0], settings)
+
+
+def to_labels(output: np.ndarray, settings: dict) -> np.ndarray:
+    """Instance labels of a network output with the post-processing of ``settings``."""
     postprocess = dict(settings["postprocess"])
     method = postprocess.pop("method")
-    output = predict_full(model, image, tile_size=settings["tile_size"], tta=settings["tta"])
     return to_instances(output, method, **postprocess)

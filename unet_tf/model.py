@@ -119,6 +119,17 @@ def model_depth(model: keras.Model) -> int:
     return sum(isinstance(layer, layers.MaxPooling2D) for layer in model.layers)
 
 
+def model_channels(model: keras.Model) -> int:
+    """Input channels of a model: 3 for RGB models, 1 for ``nuclei_bright`` ones.
+
+    Objects that are not Keras models (an exported model wrapped for inference) give it as
+    their ``channels`` attribute (3 if they have none).
+    """
+    if not isinstance(model, keras.Model):
+        return int(getattr(model, "channels", 3))
+    return int(model.input_shape[-1])
+
+
 def pad_to_shape(
     image: np.ndarray, shape: tuple[int, int], mode: str = "reflect"
 ) -> tuple[np.ndarray, tuple[int, int]]:

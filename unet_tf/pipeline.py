@@ -26,6 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 import tensorflow as tf
 
+from unet_tf import appearance
 from unet_tf.inference import axis_tiles
 
 AUTOTUNE = tf.data.AUTOTUNE
@@ -182,6 +183,20 @@ class Augmentation:
     elastic_spacing : int
         Spacing in pixels of the coarse grid of random displacements that is smoothly
         interpolated into the displacement field.
+    max_scale : float
+        Random zoom of the crop, log-uniform in ``[1 / max_scale, max_scale]`` (1 disables):
+        a region of ``crop_size / zoom`` pixels is resampled to the crop, bilinear for the
+        image and nearest neighbour for the labels, so the network sees nuclei of many
+        sizes. (With ``affine`` the affine ``scale`` applies instead.)
+    blur : float
+        Largest standard deviation, in pixels, of a Gaussian blur applied to half the crops
+        (0 disables): out-of-focus and low-magnification images.
+    noise : float
+        Largest standard deviation of Gaussian noise added to half the crops (0 disables).
+    channel_weights : bool
+        With the ``nuclei_bright`` representation, draw the weights of the colour channels
+        in the gray value at random per crop, so that stains that colour nuclei differently
+        give different contrasts in training.
     """
 
     flips: bool = True
@@ -195,10 +210,19 @@ class Augmentation:
     elastic: bool = False
     elastic_alpha: float = 4.0
     elastic_spacing: int = 32
+    max_scale: float = 1.0
+    blur: float = 0.0
+    noise: float = 0.0
+    channel_weights: bool = False
 
     def __post_init__(self):
         if self.brightness < 0 or self.shear < 0 or self.elastic_alpha < 0:
             raise ValueError("brightness, shear and elastic_alpha must be non-negative")
+        if self.max_scale < 1 or self.blur < 0 or self.noise < 0:
+            raise ValueError(
+                f"max_scale must be at least 1, blur and noise non-negative; got "
+                f"{self.max_scale}, {self.blur} and {self.noise}"
+            )
         for name in ("contrast", "gamma", "scale"):
             low, high = getattr(self, name)
             if not 0 < low <= high:
@@ -278,8 +302,11 @@ def _uniform(seed, low=0.0, high=1.0):
     return tf.random.stateless_uniform([], seed, minval=low, maxval=high)
 
 
-def _crop_or_pad(stack: tf.Tensor, crop_size: int, seed: tf.Tensor) -> tf.Tensor:
-    """A random ``crop_size`` square of ``stack``; sides shorter than that are zero-padded."""
+def _crop_or_pad(stack: tf.Tensor, crop_size, seed: tf.Tensor) -> tf.Tensor:
+    """A random ``crop_size`` square of ``stack``; sides shorter than that are zero-padded.
+
+    ``crop_size`` may be a scalar tensor (the zoomed crops of :func:`_zoomed_crop`).
+    """
     shape = tf.shape(stack)
     height, width = shape[0], shape[1]
     seeds = tf.random.experimental.stateless_split(seed, 4)
@@ -304,7 +331,27 @@ def _crop_or_pad(stack: tf.Tensor, crop_size: int, seed: tf.Tensor) -> tf.Tensor
         [pad_left, crop_size - cropped_shape[1] - pad_left],
         [0, 0],
     ]
-    return tf.ensure_shape(tf.pad(cropped, padding), [crop_size, crop_size, None])
+    padded = tf.pad(cropped, padding)
+    if isinstance(crop_size, int):
+        padded = tf.ensure_shape(padded, [crop_size, crop_size, None])
+    return padded
+
+
+def _zoomed_crop(stack: tf.Tensor, crop_size: int, max_scale: float, seed) -> tf.Tensor:
+    """A random crop seen at a random zoom in ``[1 / max_scale, max_scale]``.
+
+    A square of ``crop_size / zoom`` pixels is cut (or padded) and resampled to
+    ``crop_size``: bilinear with antialiasing for the image channels, nearest neighbour for
+    the last channel, the labels, so that they stay labels.
+    """
+    seeds = tf.random.experimental.stateless_split(seed, 2)
+    zoom = tf.exp(_uniform(seeds[0], -np.log(max_scale), np.log(max_scale)))
+    region = tf.maximum(1, tf.cast(tf.round(crop_size / zoom), tf.int32))
+    cut = _crop_or_pad(stack, region, seeds[1])
+    size = [crop_size, crop_size]
+    image = tf.image.resize(cut[..., :-1], size, method="bilinear", antialias=True)
+    labels = tf.image.resize(cut[..., -1:], size, method="nearest")
+    return tf.ensure_shape(tf.concat([image, labels], -1), [crop_size, crop_size, None])
 
 
 def _gather(image: tf.Tensor, rows: tf.Tensor, cols: tf.Tensor) -> tf.Tensor:
@@ -380,7 +427,68 @@ def _augment_intensity(image: tf.Tensor, augmentation: Augmentation, seed) -> tf
         image = (image - mean) * _uniform(seeds[1], low, high) + mean
     if augmentation.brightness > 0:
         image = image + _uniform(seeds[2], -augmentation.brightness, augmentation.brightness)
+    more = tf.random.experimental.stateless_split(seeds[2], 4)
+    if augmentation.blur > 0:
+        sigma = _uniform(more[0], 0.0, augmentation.blur)
+        blurred = _gaussian_blur(image, sigma)
+        image = tf.where(_uniform(more[1]) < 0.5, blurred, image)
+    if augmentation.noise > 0:
+        scale = _uniform(more[2], 0.0, augmentation.noise)
+        noise = scale * tf.random.stateless_normal(tf.shape(image), more[3])
+        image = image + tf.where(_uniform(tf.reverse(more[3], [0])) < 0.5, noise, 0.0)
     return tf.clip_by_value(image, 0.0, 1.0)
+
+
+def _gaussian_blur(image: tf.Tensor, sigma: tf.Tensor, radius: int = 4) -> tf.Tensor:
+    """Blur every channel of ``(H, W, C)`` with a Gaussian of ``sigma`` pixels (at most
+    ``radius / 2`` for a faithful kernel), as two separable convolutions."""
+    offsets = tf.range(-radius, radius + 1, dtype=tf.float32)
+    kernel = tf.exp(-0.5 * tf.square(offsets / tf.maximum(sigma, 1e-3)))
+    kernel = kernel / tf.reduce_sum(kernel)
+    # Channels become the batch, so that one single-channel filter serves any channel count.
+    batch = tf.transpose(image, [2, 0, 1])[..., None]
+    batch = tf.pad(batch, [[0, 0], [radius, radius], [radius, radius], [0, 0]], "SYMMETRIC")
+    batch = tf.nn.conv2d(batch, tf.reshape(kernel, [-1, 1, 1, 1]), 1, "VALID")
+    batch = tf.nn.conv2d(batch, tf.reshape(kernel, [1, -1, 1, 1]), 1, "VALID")
+    return tf.transpose(batch[..., 0], [1, 2, 0])
+
+
+def represent(
+    image: tf.Tensor,
+    representation: str,
+    augmentation: Augmentation | None = None,
+    seed: tf.Tensor | None = None,
+) -> tf.Tensor:
+    """A whole image in a model's input representation (see :mod:`unet_tf.appearance`).
+
+    With ``augmentation.channel_weights`` the colour channels are weighted at random (seeded
+    by ``seed``) in the gray value of ``nuclei_bright``.
+    """
+    if representation == "rgb":
+        return image
+    weights = None
+    if augmentation is not None and augmentation.channel_weights:
+        weights = tf.random.stateless_uniform(tf.shape(image)[-1:], seed, 0.1, 1.0)
+    return appearance.nuclei_bright(image, weights)
+
+
+def balanced_weights(kinds: Sequence[str], balance: float) -> np.ndarray:
+    """Sampling weights that draw rare kinds of images more often.
+
+    Each image of a kind with ``n`` images gets weight ``n ** -balance``: 0 draws every
+    image equally often (kinds in proportion to their size), 1 draws every kind equally
+    often, and values between lean towards the rare kinds without drawing their few images
+    over and over.
+
+    Examples
+    --------
+    >>> balanced_weights(["a", "a", "a", "b"], 1.0).round(3).tolist()
+    [0.333, 0.333, 0.333, 1.0]
+    """
+    if not 0.0 <= balance <= 1.0:
+        raise ValueError(f"balance must be in [0, 1], got {balance}")
+    counts = {kind: list(kinds).count(kind) for kind in set(kinds)}
+    return np.array([counts[kind] ** -balance for kind in kinds], np.float64)
 
 
 def augment_sample(
@@ -401,7 +509,10 @@ def augment_sample(
     else:
         # Label values below 2**24 are exact in float32, so both travel in one tensor.
         stack = tf.concat([image, tf.cast(labels[..., None], tf.float32)], axis=-1)
-        stack = _crop_or_pad(stack, crop_size, seeds[0])
+        if augmentation.max_scale > 1:
+            stack = _zoomed_crop(stack, crop_size, augmentation.max_scale, seeds[0])
+        else:
+            stack = _crop_or_pad(stack, crop_size, seeds[0])
     if augmentation.flips:
         stack = tf.image.stateless_random_flip_left_right(stack, seeds[1])
         stack = tf.image.stateless_random_flip_up_down(stack, tf.reverse(seeds[1], [0]))
@@ -423,6 +534,8 @@ def make_training_dataset(
     seed: int = 0,
     crops_per_image: int = 1,
     skip_batches: int = 0,
+    representation: str = "rgb",
+    sample_weights: Sequence[float] | None = None,
 ) -> tf.data.Dataset:
     """An endless dataset of augmented random crops: ``(images, targets)`` batches.
 
@@ -446,6 +559,12 @@ def make_training_dataset(
     skip_batches : int
         Start after this many batches, as if they had been drawn: a resumed training run
         continues the exact sequence of the run it resumes.
+    representation : str
+        ``"rgb"`` (the images as read) or ``"nuclei_bright"`` (one normalised channel, see
+        :mod:`unet_tf.appearance`, computed on the whole image before it is cropped).
+    sample_weights : sequence of float, optional
+        How often each image is drawn, relative to the others (see
+        :func:`balanced_weights`). By default every image once per pass, in a shuffled order.
 
     Returns
     -------
@@ -457,20 +576,36 @@ def make_training_dataset(
         raise ValueError(
             "crop_size, batch_size and crops_per_image must be at least 1, skip_batches at least 0"
         )
+    appearance.input_channels(representation)
     target_fn = get_target_fn(target_fn)
     base_seed = tf.constant(seed, tf.int64)
     per_pass = samples.count * crops_per_image
+    log_weights = None
+    if sample_weights is not None:
+        weights = np.asarray(sample_weights, np.float64)
+        if weights.shape != (samples.count,) or not (weights > 0).all():
+            raise ValueError(f"need one positive weight per image ({samples.count})")
+        log_weights = tf.constant(np.log(weights / weights.sum())[None], tf.float32)
 
     def make_element(counter):
-        # Each pass visits every image crops_per_image times, in an order drawn from a
-        # stateless bijection, so the order depends on the seed and nothing else.
-        position, epoch = counter % per_pass, counter // per_pass
-        shuffled = tf.random.experimental.index_shuffle(
-            position, tf.stack([base_seed, epoch]), per_pass - 1
+        if log_weights is None:
+            # Each pass visits every image crops_per_image times, in an order drawn from a
+            # stateless bijection, so the order depends on the seed and nothing else.
+            position, epoch = counter % per_pass, counter // per_pass
+            shuffled = tf.random.experimental.index_shuffle(
+                position, tf.stack([base_seed, epoch]), per_pass - 1
+            )
+            index = shuffled // crops_per_image
+        else:
+            draw = tf.random.stateless_categorical(
+                log_weights, 1, tf.stack([base_seed + 1, counter])
+            )
+            index = draw[0, 0]
+        image = represent(
+            samples.image(index), representation, augmentation, tf.stack([base_seed + 2, counter])
         )
-        index = shuffled // crops_per_image
         image, labels = augment_sample(
-            samples.image(index),
+            image,
             samples.label(index),
             crop_size,
             augmentation,
@@ -488,6 +623,7 @@ def make_validation_dataset(
     crop_size: int = 256,
     batch_size: int = 8,
     target_fn: str | Callable = "binary",
+    representation: str = "rgb",
 ) -> tf.data.Dataset:
     """Deterministic crops that together cover every validation pixel, for ``model.fit``.
 
@@ -525,13 +661,15 @@ def make_validation_dataset(
 
     def make_element(tile):
         index, top, left = tile[0], tile[1], tile[2]
-        image, labels = samples.image(index), samples.label(index)
+        image = represent(samples.image(index), representation)
+        labels = samples.label(index)
         image = image[top : top + crop_size, left : left + crop_size]
         labels = labels[top : top + crop_size, left : left + crop_size]
         padding = [[0, crop_size - tf.shape(labels)[0]], [0, crop_size - tf.shape(labels)[1]]]
         image = tf.pad(image, [*padding, [0, 0]])
         labels = tf.pad(labels, padding)
-        image = tf.ensure_shape(image, [crop_size, crop_size, samples.channels])
+        channels = appearance.input_channels(representation)
+        image = tf.ensure_shape(image, [crop_size, crop_size, channels])
         return image, target_fn(tf.ensure_shape(labels, [crop_size, crop_size]))
 
     dataset = tf.data.Dataset.from_tensor_slices(tiles)

@@ -18,6 +18,7 @@ status is then 1. Existing outputs are never overwritten without ``--overwrite``
 """
 
 import argparse
+import os
 import sys
 import time
 from collections.abc import Iterable, Sequence
@@ -33,6 +34,7 @@ from unet_tf import data, files, postprocess
 IMAGE_SUFFIXES = (".png", ".tif", ".tiff", ".jpg", ".jpeg")
 NUCLEUS_COLUMNS = [
     "image",
+    "plane",
     "label",
     "area",
     "perimeter",
@@ -52,6 +54,7 @@ SUMMARY_COLUMNS = [
     "coverage",
     "mean_area",
     "median_area",
+    "scale",
     "seconds",
 ]
 
@@ -96,8 +99,13 @@ def find_images(inputs: Iterable[str | Path], recursive: bool = False) -> list[P
     return list(dict.fromkeys(found))
 
 
-def output_names(paths: Sequence[Path], label_format: str = "tif") -> dict[Path, dict[str, str]]:
+def output_names(
+    paths: Sequence[Path], label_format: str = "tif", extras: Sequence[str] = ()
+) -> dict[Path, dict[str, str]]:
     """File names of each image's outputs; two inputs with the same name are disambiguated.
+
+    ``extras`` adds the outlines asked for: ``"rois"`` (``<name>_rois.zip``, ImageJ ROIs)
+    and ``"geojson"`` (``<name>.geojson``).
 
     The names are the input's stem; when two inputs share a stem (``a/x.png`` and
     ``b/x.tif``), the suffix and then the parent folder are added until they differ.
@@ -110,8 +118,13 @@ def output_names(paths: Sequence[Path], label_format: str = "tif") -> dict[Path,
                 break
         else:
             stems[path] = f"{len(stems)}_{path.name}"
+    suffixes = {"rois": "_rois.zip", "geojson": ".geojson"}
     return {
-        path: {"labels": f"{stem}_labels.{label_format}", "overlay": f"{stem}_overlay.png"}
+        path: {
+            "labels": f"{stem}_labels.{label_format}",
+            "overlay": f"{stem}_overlay.png",
+            **{extra: stem + suffixes[extra] for extra in extras},
+        }
         for path, stem in stems.items()
     }
 
@@ -143,9 +156,15 @@ def intensity_channel(pixels: np.ndarray) -> np.ndarray:
 
 
 def measure(
-    labels: np.ndarray, intensity: np.ndarray, image_name: str, pixel_size: float | None = None
+    labels: np.ndarray,
+    intensity: np.ndarray,
+    image_name: str,
+    pixel_size: float | None = None,
+    plane: int = 0,
 ) -> pd.DataFrame:
     """A row per nucleus of ``labels`` with the columns of ``NUCLEUS_COLUMNS``.
+
+    ``plane`` is the plane of a stack the labels belong to (0 for a 2-D image).
 
     Lengths and areas are in pixels; with ``pixel_size`` (micrometres per pixel) the columns
     of ``MICROMETRE_COLUMNS`` are added.
@@ -179,6 +198,7 @@ def measure(
         }
     )
     table.insert(0, "image", image_name)
+    table.insert(1, "plane", plane)
     table["area"] = table["area"].astype(int)
     if pixel_size:
         table["area_um2"] = table["area"] * pixel_size**2
@@ -245,12 +265,46 @@ def load_model_and_settings(model_path: Path) -> tuple[object, dict, bool]:
         return net, inference.read_settings(model_path), True
     except FileNotFoundError:
         settings = dict(inference.FALLBACK_SETTINGS)
+        # Untuned, the training record still tells the nucleus size to rescale images to.
+        record_path = Path(model_path).with_suffix(".json")
+        if record_path.is_file():
+            diameter = training.read_run_record(record_path).get("nucleus_diameter")
+            settings.update(rescale=bool(diameter), nucleus_diameter=diameter)
         if net.output_shape[-1] >= 2:
             settings["postprocess"] = {
                 "method": "watershed_border",
                 "min_area": postprocess.MIN_AREA,
             }
         return net, settings, False
+
+
+def _segment_plane(net, pixels, path, settings, pixel_size, plane, name, started):
+    """Segment and measure one plane: its labels, overlay, nucleus table and summary row."""
+    from unet_tf import inference, plots
+
+    image = to_model_input(pixels, path)
+    output, scale = inference.predict(net, image, settings)
+    labels = inference.to_labels(output, settings)
+    overlay = plots.overlay(image, prediction=labels, as_uint8=True)
+    table = measure(labels, intensity_channel(pixels), name, pixel_size, plane)
+    areas = table["area"].to_numpy()
+    row = {
+        "image": name,
+        "plane": plane,
+        "height": labels.shape[0],
+        "width": labels.shape[1],
+        "nuclei": int(labels.max()),
+        "coverage": float((labels > 0).mean()),
+        "mean_area": float(areas.mean()) if areas.size else 0.0,
+        "median_area": float(np.median(areas)) if areas.size else 0.0,
+    }
+    if pixel_size:
+        row["mean_area_um2"] = row["mean_area"] * pixel_size**2
+        row["median_area_um2"] = row["median_area"] * pixel_size**2
+    # The resampling applied to bring the nuclei to the training size (1: none).
+    row["scale"] = round(scale, 3)
+    row["seconds"] = round(time.monotonic() - started, 2)
+    return labels, overlay, table, row
 
 
 def predict_images(
@@ -261,50 +315,68 @@ def predict_images(
     pixel_size: float | None = None,
     label_format: str = "tif",
     progress: bool = True,
+    channel: int | None = None,
+    plane: int | None = None,
+    max_projection: bool = False,
+    extras: Sequence[str] = (),
 ) -> tuple[pd.DataFrame, pd.DataFrame, list[tuple[Path, str]]]:
     """Segment and measure each image, writing its outputs; returns the tables and skips.
+
+    Stacks (z-stacks, time series) are segmented plane by plane in 2-D: their labels are
+    one TIFF with a plane per input plane and the same axes, with an overlay per plane
+    (``<name>_overlay_p<index>.png``), a row per plane in the summary and a ``plane``
+    column in the nucleus table; ``channel``, ``plane`` and ``max_projection`` choose what
+    is segmented (see :func:`unet_tf.stacks.read_stack`). ``extras`` asks for the nuclei's
+    outlines too, as ImageJ ROIs (``"rois"``) and GeoJSON (``"geojson"``; see
+    :mod:`unet_tf.outlines`).
 
     Returns ``(nuclei, summary, skipped)``, ``skipped`` a list of ``(path, reason)``.
     """
     from tqdm.auto import tqdm
 
-    from unet_tf import inference, plots
+    from unet_tf import outlines, stacks
 
-    names = output_names(paths, label_format)
+    names = output_names(paths, label_format, extras)
     nuclei, summary, skipped = [], [], []
     for path in tqdm(paths, desc="images", unit="image", disable=not progress, file=sys.stderr):
         started = time.monotonic()
         try:
-            pixels = data.read_pixels(path)
-            image = to_model_input(pixels, path)
+            stack = stacks.read_stack(path, channel, plane, max_projection)
+            if stack.is_stack and label_format != "tif":
+                raise ValueError(f"{path}: a stack's labels are written as TIFF; drop --format")
         except (OSError, ValueError) as error:
             skipped.append((path, str(error)))
             continue
+        results = []
         try:
-            labels = inference.segment(net, image, settings)
+            for index, pixels in enumerate(stack.planes):
+                results.append(
+                    _segment_plane(
+                        net, pixels, path, settings, pixel_size, index, path.name, started
+                    )
+                )
+                started = time.monotonic()
         except (ValueError, MemoryError) as error:
             skipped.append((path, f"{path}: prediction failed ({type(error).__name__}: {error})"))
             continue
-        write_labels(output_dir / names[path]["labels"], labels)
-        overlay = plots.overlay(image, prediction=labels, as_uint8=True)
-        write_png(output_dir / names[path]["overlay"], overlay)
-        table = measure(labels, intensity_channel(pixels), path.name, pixel_size)
-        nuclei.append(table)
-        areas = table["area"].to_numpy()
-        row = {
-            "image": path.name,
-            "height": labels.shape[0],
-            "width": labels.shape[1],
-            "nuclei": int(labels.max()),
-            "coverage": float((labels > 0).mean()),
-            "mean_area": float(areas.mean()) if areas.size else 0.0,
-            "median_area": float(np.median(areas)) if areas.size else 0.0,
-        }
-        if pixel_size:
-            row["mean_area_um2"] = row["mean_area"] * pixel_size**2
-            row["median_area_um2"] = row["median_area"] * pixel_size**2
-        row["seconds"] = round(time.monotonic() - started, 2)
-        summary.append(row)
+        labels_path, overlay_path = output_dir / names[path]["labels"], names[path]["overlay"]
+        if stack.is_stack:
+            planes = [result[0] for result in results]
+            stacks.write_label_stack(labels_path, planes, stack.axes, stack.shape)
+            stem = overlay_path.removesuffix(".png")
+            for index, result in enumerate(results):
+                write_png(output_dir / f"{stem}_p{index:03d}.png", result[1])
+        else:
+            write_labels(labels_path, results[0][0])
+            write_png(output_dir / overlay_path, results[0][1])
+        if extras:
+            traced = [outlines.polygons(result[0]) for result in results]
+            if "rois" in extras:
+                outlines.write_imagej_rois(output_dir / names[path]["rois"], traced)
+            if "geojson" in extras:
+                outlines.write_geojson(output_dir / names[path]["geojson"], traced)
+        nuclei += [result[2] for result in results]
+        summary += [result[3] for result in results]
     nuclei_table = (
         pd.concat(nuclei, ignore_index=True)
         if nuclei
@@ -313,11 +385,19 @@ def predict_images(
     return nuclei_table, pd.DataFrame(summary), skipped
 
 
-def planned_outputs(paths: Sequence[Path], output_dir: Path, label_format: str) -> list[Path]:
-    """Every file a run over ``paths`` would write."""
-    names = output_names(paths, label_format)
+def planned_outputs(
+    paths: Sequence[Path], output_dir: Path, label_format: str, extras: Sequence[str] = ()
+) -> list[Path]:
+    """Every file a run over ``paths`` would write (the per-plane overlays of a stack that
+    exist already included: how many planes a file holds is known only once it is read)."""
+    names = output_names(paths, label_format, extras)
     per_image = [output_dir / name for outputs in names.values() for name in outputs.values()]
-    return [*per_image, output_dir / "nuclei.csv", output_dir / "summary.csv"]
+    planes = [
+        found
+        for outputs in names.values()
+        for found in sorted(output_dir.glob(outputs["overlay"].removesuffix(".png") + "_p*.png"))
+    ]
+    return [*per_image, *planes, output_dir / "nuclei.csv", output_dir / "summary.csv"]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -329,6 +409,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     )
     parser.add_argument("--format", choices=("tif", "png"), default="tif", dest="label_format")
     parser.add_argument("--recursive", action="store_true", help="also look in subfolders")
+    parser.add_argument(
+        "--rois", action="store_true", help="also write <name>_rois.zip: ImageJ ROIs for Fiji"
+    )
+    parser.add_argument(
+        "--geojson", action="store_true", help="also write <name>.geojson: polygons for QuPath"
+    )
+    stack = parser.add_argument_group("stacks and channels (TIFF files with Z, T or C axes)")
+    stack.add_argument(
+        "--channel", type=int, help="the channel holding the nuclei, from 0 (needed with several)"
+    )
+    choice = stack.add_mutually_exclusive_group()
+    choice.add_argument("--plane", type=int, help="segment only this plane of a stack, from 0")
+    choice.add_argument(
+        "--max-projection", action="store_true", help="segment the maximum projection of a stack"
+    )
     return parser
 
 
@@ -344,12 +439,17 @@ def run(args: argparse.Namespace) -> int:
     if args.pixel_size is not None and not args.pixel_size > 0:
         print(f"error: --pixel-size must be positive, got {args.pixel_size}", file=sys.stderr)
         return 2
+    if args.output.exists() and not args.output.is_dir():
+        print(f"error: {args.output}: is a file, not a folder; choose another -o", file=sys.stderr)
+        return 2
     try:
         paths = find_images(args.inputs, recursive=args.recursive)
     except (FileNotFoundError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    existing = [p for p in planned_outputs(paths, args.output, args.label_format) if p.exists()]
+    extras = [name for name in ("rois", "geojson") if getattr(args, name)]
+    planned = planned_outputs(paths, args.output, args.label_format, extras)
+    existing = [p for p in planned if p.exists()]
     if existing and not args.overwrite:
         shown = ", ".join(str(p) for p in existing[:3]) + (" ..." if len(existing) > 3 else "")
         print(
@@ -371,16 +471,21 @@ def run(args: argparse.Namespace) -> int:
             f"settings {settings['postprocess']}",
             file=sys.stderr,
         )
-    if args.no_tta:
-        settings["tta"] = False
-    if args.tile_size:
-        settings["tile_size"] = args.tile_size
+    from unet_tf import cli
+
+    cli.apply_inference_options(settings, args)
     try:
         inference.check_tile_size(net, settings["tile_size"])
     except ValueError as error:
         print(f"error: the tile size does not suit this model: {error}", file=sys.stderr)
         return 2
-    args.output.mkdir(parents=True, exist_ok=True)
+    try:
+        args.output.mkdir(parents=True, exist_ok=True)
+        if not os.access(args.output, os.W_OK):
+            raise PermissionError(f"{args.output}: the folder is not writable")
+    except OSError as error:
+        print(f"error: cannot write the outputs into {args.output} ({error})", file=sys.stderr)
+        return 2
     try:
         nuclei, summary, skipped = predict_images(
             net,
@@ -390,6 +495,10 @@ def run(args: argparse.Namespace) -> int:
             pixel_size=args.pixel_size,
             label_format=args.label_format,
             progress=not args.quiet,
+            channel=args.channel,
+            plane=args.plane,
+            max_projection=args.max_projection,
+            extras=extras,
         )
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)

@@ -137,7 +137,21 @@ def summary_markdown(profile_name: str, timings: dict[str, float], reports_dir: 
             f"| {metrics['dsb_score']:.3f} | {metrics['pixel_iou']:.3f} | {metrics['dice']:.3f} "
             f"| {metrics['epochs_trained']} | {metrics['training_minutes']:.1f} |",
             "",
-            f"Post-processing: `{metrics['postprocess']}`, TTA: {metrics['tta']}.",
+        ]
+        by_type = metrics.get("by_imaging_type", {})
+        if by_type:
+            lines += ["| imaging type | images | DSB score | F1 at IoU 0.5 |", "|---|---|---|---|"]
+            lines += [
+                f"| {kind} | {row['images']} | {row['dsb_score']:.3f} | {row['f1']:.3f} |"
+                for kind, row in by_type.items()
+            ]
+            if "type_balanced_dsb_score" in metrics:
+                balanced = metrics["type_balanced_dsb_score"]
+                lines += [f"| type-balanced mean | | {balanced:.3f} | |"]
+            lines += [""]
+        lines += [
+            f"Post-processing: `{metrics['postprocess']}`, TTA: {metrics['tta']}, automatic "
+            f"rescaling: {metrics.get('rescale', False)}.",
             "",
         ]
     submission = reports_dir / "submission.csv"
@@ -271,6 +285,16 @@ def _keep_failed(partial: Path, failed: Path) -> str:
     return "papermill wrote no partly executed copy"
 
 
+def in_default_run(notebook: Path) -> bool:
+    """Whether ``make report`` runs a notebook unasked.
+
+    Interactive notebooks (``05-viewer``) say ``"unet_tf": {"report": false}`` in their
+    metadata: they run only when named with ``--only`` (the tests smoke-run them so).
+    """
+    metadata = json.loads(notebook.read_text()).get("metadata", {})
+    return bool(metadata.get("unet_tf", {}).get("report", True))
+
+
 def run(
     profile_name: str,
     only: list[str] | None = None,
@@ -299,6 +323,8 @@ def run(
         if missing:
             raise ValueError(f"no such notebooks: {sorted(missing)}")
         notebooks = [nb for nb in notebooks if nb.stem in only]
+    else:
+        notebooks = [nb for nb in notebooks if in_default_run(nb)]
     # Imported here, after the quick checks above: it takes seconds.
     import papermill
 

@@ -12,12 +12,14 @@ import platform
 import shutil
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import keras
 import numpy as np
 
+from unet_tf.appearance import REPRESENTATIONS
 from unet_tf.files import atomic_path, set_usual_permissions, write_json
 
 
@@ -421,6 +423,8 @@ def set_precision(name: str = "float32") -> None:
 
 # A resumed run may extend its budget; any other change would mix two recipes in one model.
 RESUMABLE = ("epochs", "max_minutes")
+SCHEDULES = ("plateau", "cosine")
+DEFORMATIONS = ("none", "affine", "elastic", "affine+elastic")
 
 
 @dataclass(frozen=True)
@@ -455,8 +459,9 @@ class TrainingConfig:
         Initial Adam learning rate, halved when the validation loss stalls.
     patience : int
         Epochs without validation improvement before stopping.
-    affine, elastic : bool
-        Random rotation/scaling/shear and elastic deformation of training crops.
+    deformation : str
+        Random deformation of training crops: ``"none"``, ``"affine"`` (rotation by any
+        angle, scaling, shear), ``"elastic"`` or ``"affine+elastic"``.
     max_images : int
         Images of each split to use; 0 means all.
     seed : int
@@ -469,6 +474,21 @@ class TrainingConfig:
         ``"float32"``, ``"mixed_float16"`` or ``"mixed_bfloat16"``.
     jit_compile : bool
         Compile training steps with XLA.
+    representation : str
+        Model input: ``"rgb"`` (the images as read) or ``"nuclei_bright"`` (one channel,
+        normalised, nuclei always bright; see :mod:`unet_tf.appearance`).
+    max_scale : float
+        Random zoom of training crops in ``[1 / max_scale, max_scale]``; 1 disables.
+    colour_augmentation : float
+        Strength, 0 (off) to 1, of the changes of look: Gaussian blur up to ``strength``
+        pixels and noise up to ``0.03 * strength`` on half the crops, and random weights of
+        the colour channels in the ``nuclei_bright`` gray value.
+    balance : float
+        Draw images of rare sources (imaging type and size) more often: 0 draws every image
+        equally often, 1 every source.
+    schedule : str
+        ``"plateau"`` (halve the learning rate when the validation loss stalls) or
+        ``"cosine"`` (warm-up, then cosine decay planned to end with the time budget).
 
     Raises
     ------
@@ -489,14 +509,18 @@ class TrainingConfig:
     dropout_rate: float = 0.0
     learning_rate: float = 0.001
     patience: int = 12
-    affine: bool = False
-    elastic: bool = False
+    deformation: str = "none"
     max_images: int = 0
     seed: int = 2018
     model_name: str = "unet"
     distribution: str = "default"
     precision: str = "float32"
     jit_compile: bool = True
+    representation: str = "rgb"
+    max_scale: float = 1.0
+    colour_augmentation: float = 0.0
+    balance: float = 0.0
+    schedule: str = "plateau"
 
     def __post_init__(self):
         for item in fields(self):
@@ -536,7 +560,21 @@ class TrainingConfig:
 
         losses.get_loss(self.loss)
         pipeline.target_channels(self.target)
-        for name, known in (("distribution", STRATEGIES), ("precision", PRECISIONS)):
+        if not 0.0 <= self.balance <= 1.0:
+            raise ValueError(f"balance must be in [0, 1], got {self.balance}")
+        if not 0.0 <= self.colour_augmentation <= 1.0:
+            raise ValueError(
+                f"colour_augmentation must be in [0, 1], got {self.colour_augmentation}"
+            )
+        self.augmentation()  # Checks max_scale.
+        known_names = (
+            ("distribution", STRATEGIES),
+            ("precision", PRECISIONS),
+            ("representation", REPRESENTATIONS),
+            ("schedule", SCHEDULES),
+            ("deformation", DEFORMATIONS),
+        )
+        for name, known in known_names:
             if getattr(self, name) not in known:
                 raise ValueError(f"unknown {name} {getattr(self, name)!r}; choose one of {known}")
 
@@ -552,6 +590,19 @@ class TrainingConfig:
         if strict and missing:
             raise ValueError(f"training parameters missing: {missing}")
         return cls(**{name: values[name] for name in names if name in values})
+
+    def augmentation(self):
+        """The :class:`unet_tf.pipeline.Augmentation` of this config."""
+        from unet_tf import pipeline
+
+        return pipeline.Augmentation(
+            affine="affine" in self.deformation,
+            elastic="elastic" in self.deformation,
+            max_scale=self.max_scale,
+            blur=1.0 * self.colour_augmentation,
+            noise=0.03 * self.colour_augmentation,
+            channel_weights=self.colour_augmentation > 0,
+        )
 
     def paths(self, models_dir: str | Path) -> dict[str, Path]:
         """The files of this run in ``models_dir``: model, record, log, best model, resume."""
@@ -618,12 +669,15 @@ def compile_model(net: keras.Model, config: TrainingConfig) -> keras.Model:
     return net
 
 
-def build_model(config: TrainingConfig, input_channels: int = 3) -> keras.Model:
-    """The U-Net of ``config``, compiled (:func:`compile_model`); call in a strategy's scope."""
-    from unet_tf import model, pipeline
+def build_model(config: TrainingConfig) -> keras.Model:
+    """The U-Net of ``config``, compiled (:func:`compile_model`); call in a strategy's scope.
+
+    Its input channels follow the representation: 3 for ``rgb``, 1 for ``nuclei_bright``.
+    """
+    from unet_tf import appearance, model, pipeline
 
     net = model.get_model(
-        input_channels=input_channels,
+        input_channels=appearance.input_channels(config.representation),
         num_classes=pipeline.target_channels(config.target),
         depth=config.depth,
         base_filters=config.base_filters,
@@ -633,16 +687,63 @@ def build_model(config: TrainingConfig, input_channels: int = 3) -> keras.Model:
     return compile_model(net, config)
 
 
-def training_callbacks(config: TrainingConfig, best_path: Path) -> list[keras.callbacks.Callback]:
-    """Early stopping (best weights restored), best-model checkpoint, plateau schedule."""
+class BudgetSchedule(keras.callbacks.Callback):
+    """Learning rate planned on the wall-time budget: warm-up, then cosine decay to its end.
+
+    A CPU run is bounded by minutes, not epochs, so the schedule follows the fraction of the
+    budget spent: a linear warm-up over the first ``warmup`` of it from a tenth of the rate,
+    then a cosine down to ``final`` times the rate when the budget ends. The rate is set
+    before every batch; a resumed run counts the minutes of the run it continues.
+    """
+
+    def __init__(
+        self,
+        learning_rate: float,
+        minutes: float,
+        spent_minutes: float = 0.0,
+        warmup: float = 0.03,
+        final: float = 0.01,
+    ):
+        super().__init__()
+        if minutes <= 0 or learning_rate <= 0:
+            raise ValueError("the budget and the learning rate must be positive")
+        self.learning_rate, self.seconds = learning_rate, 60 * minutes
+        self.spent_seconds, self.warmup, self.final = 60 * spent_minutes, warmup, final
+        self.started = None
+
+    def rate(self, fraction: float) -> float:
+        """The learning rate when ``fraction`` of the budget is spent."""
+        fraction = min(max(fraction, 0.0), 1.0)
+        if fraction < self.warmup:
+            return self.learning_rate * (0.1 + 0.9 * fraction / self.warmup)
+        progress = (fraction - self.warmup) / (1.0 - self.warmup)
+        cosine = 0.5 * (1.0 + np.cos(np.pi * progress))
+        return self.learning_rate * (self.final + (1.0 - self.final) * cosine)
+
+    def on_train_begin(self, logs=None):
+        self.started = time.monotonic()
+
+    def on_train_batch_begin(self, batch, logs=None):
+        elapsed = self.spent_seconds + time.monotonic() - self.started
+        self.model.optimizer.learning_rate.assign(self.rate(elapsed / self.seconds))
+
+
+def training_callbacks(
+    config: TrainingConfig, best_path: Path, spent_minutes: float = 0.0
+) -> list[keras.callbacks.Callback]:
+    """Early stopping (best weights restored), best-model checkpoint, and the schedule."""
+    if config.schedule == "cosine":
+        schedule = BudgetSchedule(config.learning_rate, config.max_minutes, spent_minutes)
+    else:
+        schedule = keras.callbacks.ReduceLROnPlateau(
+            monitor="val_loss", factor=0.5, patience=max(2, config.patience // 3), min_lr=1e-5
+        )
     return [
         keras.callbacks.EarlyStopping(
             monitor="val_loss", patience=config.patience, restore_best_weights=True
         ),
         BestModelCheckpoint(best_path),
-        keras.callbacks.ReduceLROnPlateau(
-            monitor="val_loss", factor=0.5, patience=max(2, config.patience // 3), min_lr=1e-5
-        ),
+        schedule,
     ]
 
 
@@ -654,7 +755,8 @@ def _resume_state(config: TrainingConfig, resume_dir: Path, resume: bool) -> dic
         if changed:
             raise ValueError(
                 f"{resume_dir} holds an interrupted run with other parameters ({changed}); "
-                "pass resume=False to start afresh, or the same parameters to resume"
+                "delete it (or pass resume=False, --no-resume) to start afresh, or give the same "
+                "parameters to resume"
             )
     elif resume_dir.exists():
         shutil.rmtree(resume_dir)
@@ -662,12 +764,23 @@ def _resume_state(config: TrainingConfig, resume_dir: Path, resume: bool) -> dic
 
 
 def _pack(data_dir: Path, ids: list[str]):
+    """The samples packed for the pipelines, their sources and their nucleus diameters.
+
+    A source is an imaging type and an image size (``stained 512x640``): in DSB2018 one
+    microscope, stain and magnification. Balanced sampling draws rare sources more often.
+    """
     from unet_tf import config as paths
     from unet_tf import data, pipeline
 
     cache = paths.LABEL_CACHE if Path(data_dir) == Path(paths.TRAIN_DIR) else None
     samples = data.load_samples(data_dir, ids=ids, cache_dir=cache)
-    return pipeline.pack_samples([s[1] for s in samples], [s[2] for s in samples])
+    kinds = [
+        f"{data.imaging_type(image)} {image.shape[1]}x{image.shape[0]}" for _, image, _ in samples
+    ]
+    areas = np.concatenate([np.bincount(labels.ravel())[1:] for _, _, labels in samples])
+    diameters = np.sqrt(4 * areas[areas > 0] / np.pi)
+    packed = pipeline.pack_samples([s[1] for s in samples], [s[2] for s in samples])
+    return packed, kinds, diameters
 
 
 def train(
@@ -677,6 +790,7 @@ def train(
     models_dir: str | Path | None = None,
     resume: bool = True,
     verbose: int = 2,
+    exclude_ids: Sequence[str] = (),
 ) -> TrainingResult:
     """Train the U-Net of ``config`` and save it with its record and log.
 
@@ -704,6 +818,8 @@ def train(
         Continue an interrupted run of the same config; False starts afresh.
     verbose : int
         Keras' progress output: 0 silent, 1 a progress bar, 2 one line per epoch.
+    exclude_ids : sequence of str
+        Images of ``data_dir`` not to train on (a group held out to test generalization).
 
     Returns
     -------
@@ -734,9 +850,12 @@ def train(
     initial_epoch = state["epochs_completed"] if state else 0
 
     train_ids, held_out = data.train_validation_ids(data_dir, validation_ids)
+    excluded = set(exclude_ids)
+    train_ids = [image_id for image_id in train_ids if image_id not in excluded]
     if config.max_images:
         train_ids, held_out = train_ids[: config.max_images], held_out[: config.max_images]
-    train_samples, validation_samples = _pack(data_dir, train_ids), _pack(data_dir, held_out)
+    train_samples, kinds, diameters = _pack(data_dir, train_ids)
+    validation_samples = _pack(data_dir, held_out)[0]
     largest = int(train_samples.shapes[:, :2].numpy().max())
     if config.crop_size > largest:
         raise ValueError(
@@ -747,23 +866,29 @@ def train(
     if config.contact_weight > 0:
         # The targets get a last channel of pixel weights, which the loss reads and drops.
         target_fn = pipeline.with_contact_weights(target_fn, config.contact_weight)
-    augmentation = pipeline.Augmentation(affine=config.affine, elastic=config.elastic)
+    weights = pipeline.balanced_weights(kinds, config.balance) if config.balance else None
     train_dataset = pipeline.make_training_dataset(
         train_samples,
         config.crop_size,
         config.batch_size,
         target_fn,
-        augmentation,
+        config.augmentation(),
         seed=config.seed,
         skip_batches=initial_epoch * config.steps_per_epoch,
+        representation=config.representation,
+        sample_weights=weights,
     )
     validation_dataset = pipeline.make_validation_dataset(
-        validation_samples, config.crop_size, config.batch_size, target_fn
+        validation_samples,
+        config.crop_size,
+        config.batch_size,
+        target_fn,
+        representation=config.representation,
     ).cache()
 
     # Under a distribution strategy the model, its optimizer and metrics are made in its scope.
     with strategy.scope():
-        net = build_model(config, input_channels=train_samples.channels)
+        net = build_model(config)
         if state:
             restore_checkpoint(net, files["resume"], state)
     if verbose:
@@ -777,7 +902,9 @@ def train(
     time_limit = TimeLimit(
         config.max_minutes, spent_minutes=state["training_minutes"] if state else 0.0
     )
-    tracked = training_callbacks(config, files["best"])
+    tracked = training_callbacks(
+        config, files["best"], spent_minutes=state["training_minutes"] if state else 0.0
+    )
     if state:
         # The log is rewritten from the checkpoint, dropping any epoch logged after it.
         write_log(files["log"], state["history"])
@@ -837,6 +964,8 @@ def train(
         train_images=len(train_ids),
         validation_images=len(held_out),
         data=str(data_dir),
+        # The median nucleus size trained on: inference rescales images towards it.
+        nucleus_diameter=round(float(np.median(diameters)), 2) if diameters.size else None,
     )
     # The run is complete and saved, so its resume checkpoint is no longer needed.
     shutil.rmtree(files["resume"], ignore_errors=True)

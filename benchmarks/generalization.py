@@ -1,0 +1,180 @@
+"""Generalization check: hold out whole groups of similar images, train on the rest, score them.
+
+The validation split looks like the training set (its images come from the same sources),
+so a gain there need not carry to images the project has never seen. This benchmark holds
+out whole *groups* instead: all images of one imaging type and one size, which in DSB2018
+is one source (one microscope, stain and magnification). Each recipe is trained, in the
+same shorter budget, on stage1_train without the held-out groups (and without the
+validation split, on which its post-processing is tuned as ``03-results`` does), then
+scored on every image of each held-out group.
+
+The models stay in ``models/generalization/`` with their tuned settings (for
+``benchmarks/scale_check.py --model``, say). By default one group of each imaging type is
+held out: for each type, the largest group of
+at most ``--largest`` images (so that holding it out leaves most of that type's other
+sources in training). Writes ``reports/generalization.json`` and prints a Markdown table::
+
+    .venv/bin/python benchmarks/generalization.py [--minutes 15] [--groups "stained 512x640"]
+"""
+
+import argparse
+import sys
+import tempfile
+from dataclasses import asdict, replace
+from pathlib import Path
+
+import pandas as pd
+
+from unet_tf import config, data, evaluation, files, training
+
+# The recipe before the generalization work (the defaults of commit 5734aa8).
+PREVIOUS = {
+    "representation": "rgb",
+    "max_scale": 1.0,
+    "colour_augmentation": 0.0,
+    "balance": 0.0,
+    "schedule": "plateau",
+}
+# The candidate: every piece of the generalization work on.
+CANDIDATE = {
+    "representation": "nuclei_bright",
+    "max_scale": 2.0,
+    "colour_augmentation": 1.0,
+    "balance": 0.5,
+    "schedule": "cosine",
+}
+
+
+def source_groups(index: pd.DataFrame) -> pd.Series:
+    """The group of each image: its imaging type and size, e.g. ``stained 512x640``."""
+    sizes = index.width.astype(str) + "x" + index.height.astype(str)
+    return index.imaging_type + " " + sizes
+
+
+def choose_groups(index: pd.DataFrame, largest: int, smallest: int = 3) -> list[str]:
+    """One group per imaging type: the largest with ``smallest`` to ``largest`` images."""
+    counts = index.group.value_counts()
+    chosen = []
+    for kind in sorted(index.imaging_type.unique()):
+        sizes = counts[[g for g in counts.index if g.startswith(kind + " ")]]
+        eligible = sizes[(sizes >= smallest) & (sizes <= largest)]
+        if len(eligible):
+            chosen.append(eligible.index[0])
+    return chosen
+
+
+def run_recipe(name, settings, rescale, minutes, held_out, validation_file, models_dir, max_images):
+    """Train one recipe without the held-out images, tune it, and score it per group.
+
+    With ``rescale`` images are rescaled at inference to the training nucleus size.
+    """
+    recipe = replace(training.TrainingConfig(), **settings, max_minutes=minutes, model_name=name)
+    result = training.train(
+        recipe,
+        validation_ids=validation_file,
+        models_dir=models_dir,
+        resume=False,
+        exclude_ids=list(held_out.index),
+    )
+    record = training.read_run_record(result.paths["record"])
+    diameter = record.get("nucleus_diameter") if rescale else None
+    validation = evaluation.validation_samples(max_images, ids_path=validation_file)
+    tuning = evaluation.tune(result.model, validation, tta=False, nucleus_diameter=diameter)
+    # The tuned settings go beside the model, so that predict and the scale check use it.
+    evaluation.save_tuning(tuning, result.paths["model"], tile_size=1024, record=record)
+    settings_used = {
+        "postprocess": tuning.chosen.postprocess,
+        "tta": False,
+        "tile_size": 1024,
+        "rescale": tuning.chosen.rescale,
+        "nucleus_diameter": diameter,
+    }
+    samples = data.load_samples(
+        config.TRAIN_DIR, ids=list(held_out.index), cache_dir=config.LABEL_CACHE
+    )
+    scores = evaluation.score_model(result.model, samples, settings_used)
+    scores["group"] = held_out.loc[scores.image_id].to_numpy()
+    return {
+        "recipe": asdict(recipe),
+        "epochs": result.epochs_trained,
+        "best_epoch": result.best_epoch,
+        "minutes": round(result.training_minutes, 1),
+        "validation": evaluation.headline(tuning.per_image),
+        "groups": scores.groupby("group")[["dsb_score", "f1"]].mean().to_dict(orient="index"),
+    }
+
+
+def markdown_table(frame: pd.DataFrame) -> str:
+    """A DataFrame as a Markdown table, numbers to three decimals."""
+
+    def cell(value):
+        return f"{value:.3f}" if isinstance(value, float) else str(value)
+
+    lines = ["| " + " | ".join(frame.columns) + " |", "|" + "---|" * len(frame.columns)]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in frame.itertuples(False)]
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--minutes", type=float, default=15.0, help="training budget per recipe")
+    parser.add_argument("--groups", nargs="*", help="groups to hold out (default: one per type)")
+    parser.add_argument("--largest", type=int, default=40, help="largest group chosen by default")
+    parser.add_argument("--max-images", type=int, default=0, help="validation images (0: all)")
+    args = parser.parse_args(argv)
+
+    index = data.build_index(config.TRAIN_DIR, cache_dir=config.LABEL_CACHE)
+    index["group"] = source_groups(index)
+    groups = args.groups or choose_groups(index, args.largest)
+    unknown = sorted(set(groups) - set(index.group))
+    if unknown:
+        print(f"error: no such groups {unknown}; see the group column", file=sys.stderr)
+        return 2
+    held_out = index[index.group.isin(groups)].set_index("image_id").group
+    print(f"holding out {len(held_out)} images: {held_out.value_counts().to_dict()}", flush=True)
+
+    results = {}
+    models_dir = config.MODELS_DIR / "generalization"
+    with tempfile.TemporaryDirectory() as folder:
+        # The held-out groups leave the validation split too: no model may see them.
+        validation_file = Path(folder) / "validation_ids.txt"
+        kept = [i for i in data.load_ids(config.VALIDATION_IDS) if i not in held_out.index]
+        data.save_ids(validation_file, kept, header="validation split without held-out groups")
+        for name, settings, rescale in (
+            ("previous", PREVIOUS, False),
+            ("candidate", CANDIDATE, True),
+        ):
+            results[name] = run_recipe(
+                f"generalization-{name}",
+                settings,
+                rescale,
+                args.minutes,
+                held_out,
+                validation_file,
+                models_dir,
+                args.max_images,
+            )
+            print(f"{name}: {results[name]['groups']}", flush=True)
+
+    rows = []
+    for group in groups:
+        row = {"held-out group": group, "images": int((held_out == group).sum())}
+        for name, result in results.items():
+            row[f"{name} DSB"] = result["groups"][group]["dsb_score"]
+            row[f"{name} F1@0.5"] = result["groups"][group]["f1"]
+        rows.append(row)
+    for name in ("dsb_score", "type_balanced_dsb_score"):
+        row = {"held-out group": f"validation split (without the groups): {name}", "images": ""}
+        for recipe, result in results.items():
+            row[f"{recipe} DSB"] = result["validation"][name]
+        rows.append(row)
+    print(markdown_table(pd.DataFrame(rows)))
+    files.write_json(
+        config.REPORTS_DIR / "generalization.json",
+        {"minutes": args.minutes, "groups": groups, "results": results},
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,223 @@
+"""Nuclei of every look: the input representation, zoom and colour augmentation, balanced
+sampling, the budget schedule and automatic rescaling at inference."""
+
+import json
+
+import keras
+import numpy as np
+import pytest
+from conftest import TINY_TRAINING, disc_labels
+
+from unet_tf import appearance, inference, pipeline, training
+
+SHAPE = (64, 80)
+DISCS = [((20, 20), 8), ((40, 55), 10), ((50, 15), 5)]
+
+
+def painted(labels, nucleus, background, noise=0.0, seed=0):
+    """An RGB image of ``labels`` with one colour inside nuclei and another outside."""
+    image = np.where(labels[..., None] > 0, nucleus, background).astype(np.float32)
+    if noise:
+        image += np.random.default_rng(seed).normal(0, noise, image.shape).astype(np.float32)
+    return np.clip(image, 0, 1)
+
+
+LOOKS = {
+    "fluorescence": ((0.1, 0.8, 0.3), (0.02, 0.03, 0.02)),
+    "dim fluorescence": ((0.05, 0.1, 0.12), (0.01, 0.01, 0.01)),
+    "stained (H&E-like)": ((0.45, 0.2, 0.6), (0.95, 0.8, 0.9)),
+    "brightfield": ((0.3, 0.3, 0.3), (0.75, 0.75, 0.75)),
+}
+
+
+@pytest.mark.parametrize("look", list(LOOKS))
+def test_every_look_of_the_same_discs_gives_the_same_network_input(look):
+    labels = disc_labels(SHAPE, DISCS)
+    reference = appearance.nuclei_bright(painted(labels, *LOOKS["fluorescence"])).numpy()
+    other = appearance.nuclei_bright(painted(labels, *LOOKS[look])).numpy()
+    assert other.shape == (*SHAPE, 1) and other.dtype == np.float32
+    np.testing.assert_allclose(other, reference, atol=1e-5)
+    # With camera noise too: nuclei bright, background dark, whatever the look.
+    noisy = appearance.nuclei_bright(painted(labels, *LOOKS[look], noise=0.005)).numpy()
+    assert 0.0 <= noisy.min() and noisy.max() <= 1.0
+    assert noisy[labels > 0].mean() > 0.8 and noisy[labels == 0].mean() < 0.2
+
+
+@pytest.mark.parametrize("look", ["fluorescence", "brightfield"])
+def test_a_lone_nucleus_does_not_turn_background_noise_into_nuclei(look):
+    # One nucleus of 50 pixels in 128x128: 0.3 % of the image, so the 99.8th percentile
+    # lies in the background noise.
+    labels = disc_labels((128, 128), [((60, 60), 4)])
+    image = appearance.nuclei_bright(painted(labels, *LOOKS[look], noise=0.01)).numpy()[..., 0]
+    assert image[labels > 0].mean() > 0.8
+    assert image[labels == 0].mean() < 0.15
+
+
+def test_a_flat_image_stays_flat_and_the_representation_has_one_channel():
+    flat = appearance.nuclei_bright(np.full((16, 16, 3), 0.4, np.float32)).numpy()
+    assert np.ptp(flat) == 0.0
+    assert appearance.input_channels("nuclei_bright") == 1
+    assert appearance.input_channels("rgb") == 3
+    with pytest.raises(ValueError, match="unknown representation 'hsv'"):
+        appearance.input_channels("hsv")
+    image = np.random.default_rng(0).random((8, 8, 3)).astype(np.float32)
+    np.testing.assert_array_equal(appearance.to_model_input(image, 3), image)
+    assert appearance.to_model_input(image, 1).shape == (8, 8, 1)
+
+
+def one_channel_threshold_model():
+    """A 1-channel model marking pixels brighter than 0.5: nuclei of the representation."""
+    inputs = keras.Input((None, None, 1))
+    outputs = keras.layers.Conv2D(1, 1, activation="sigmoid", name="threshold")(inputs)
+    net = keras.Model(inputs, outputs)
+    net.get_layer("threshold").set_weights(
+        [np.full((1, 1, 1, 1), 20.0, np.float32), np.array([-10.0], np.float32)]
+    )
+    return net
+
+
+SETTINGS = {
+    "postprocess": {"method": "components", "threshold": 0.5, "min_area": 5},
+    "tta": False,
+    "tile_size": 64,
+}
+
+
+def test_inference_feeds_a_one_channel_model_the_representation():
+    labels = disc_labels(SHAPE, DISCS)
+    net = one_channel_threshold_model()
+    for look in LOOKS.values():
+        found = inference.segment(net, painted(labels, *look), SETTINGS)
+        assert found.max() == 3
+        np.testing.assert_array_equal(found > 0, labels > 0)
+
+
+def test_automatic_rescaling_brings_nuclei_to_the_training_size_and_labels_back():
+    big = disc_labels((160, 200), [((50, 50), 20), ((110, 140), 24), ((40, 150), 18)])
+    image = painted(big, *LOOKS["stained (H&E-like)"])
+    net = one_channel_threshold_model()
+    # Nuclei about 42 pixels across, trained at 10: a quarter, within the tolerance.
+    scale = inference.estimate_scale(net, image, nucleus_diameter=10.0, tile_size=64)
+    assert 0.25 <= scale <= 0.3
+    settings = {**SETTINGS, "rescale": True, "nucleus_diameter": 10.0}
+    output, used = inference.predict(net, image, settings)
+    assert used == scale and output.shape[:2] == big.shape
+    found = inference.to_labels(output, settings)
+    assert found.max() == 3
+    overlap = ((found > 0) & (big > 0)).sum() / ((found > 0) | (big > 0)).sum()
+    assert overlap > 0.9
+    # A size the user knows gives the factor directly; images of the training size stay.
+    known = {**settings, "image_nucleus_diameter": 20.0}
+    assert inference.image_scale(net, image, known) == pytest.approx(0.5)
+    small = disc_labels(SHAPE, [((20, 20), 5), ((40, 50), 5)])
+    assert inference.estimate_scale(net, painted(small, *LOOKS["fluorescence"]), 10.0) == 1.0
+    assert inference.image_scale(net, image, {**settings, "rescale": False}) == 1.0
+
+
+def packed_discs(look="fluorescence"):
+    labels = disc_labels((96, 96), [((30, 30), 10), ((60, 70), 12), ((75, 20), 7)])
+    return pipeline.pack_samples([painted(labels, *LOOKS[look])], [labels])
+
+
+@pytest.mark.parametrize("representation", ["rgb", "nuclei_bright"])
+def test_zoom_blur_noise_and_colour_weights_keep_image_and_labels_aligned(representation):
+    augmentation = pipeline.Augmentation(
+        max_scale=2.0, blur=1.0, noise=0.02, channel_weights=True, brightness=0.0
+    )
+    dataset = pipeline.make_training_dataset(
+        packed_discs("stained (H&E-like)" if representation != "rgb" else "fluorescence"),
+        crop_size=64,
+        batch_size=8,
+        target_fn="binary",
+        augmentation=augmentation,
+        seed=3,
+        representation=representation,
+    )
+    images, targets = next(iter(dataset))
+    channels = 1 if representation == "nuclei_bright" else 3
+    assert images.shape == (8, 64, 64, channels)
+    brightness = images.numpy().mean(axis=-1)
+    nuclei = brightness > 0.5 * brightness.max()
+    truth = targets.numpy()[..., 0] > 0
+    assert set(np.unique(targets.numpy())) <= {0.0, 1.0}
+    overlap = (nuclei & truth).sum() / max(1, (nuclei | truth).sum())
+    assert overlap > 0.8
+
+
+def test_zoom_changes_the_size_of_nuclei_in_the_crops():
+    areas = []
+    for max_scale in (1.0, 3.0):
+        augmentation = pipeline.Augmentation(max_scale=max_scale, flips=False, rotations=False)
+        dataset = pipeline.make_training_dataset(
+            packed_discs(), 64, 16, "binary", augmentation, seed=1
+        )
+        _, targets = next(iter(dataset))
+        areas.append(targets.numpy().reshape(16, -1).mean(axis=1))
+    assert np.std(areas[1]) > 1.5 * np.std(areas[0])
+
+
+def test_balanced_weights_draw_a_rare_image_as_often_as_a_common_kind():
+    labels = disc_labels((32, 32), [((16, 16), 6)])
+    images = [painted(labels, *LOOKS["fluorescence"])] * 3 + [
+        painted(labels, *LOOKS["brightfield"])
+    ]
+    packed = pipeline.pack_samples(images, [labels] * 4)
+    # Only the brightfield image is bright outside its nucleus, at the crops' corner.
+    weights = pipeline.balanced_weights(["f", "f", "f", "b"], 1.0)
+    dataset = pipeline.make_training_dataset(
+        packed, 32, 50, augmentation=pipeline.NO_AUGMENTATION, seed=0, sample_weights=weights
+    )
+    images_drawn = next(iter(dataset))[0].numpy()
+    rare = (images_drawn[:, 0, 0, 0] > 0.5).mean()
+    assert 0.3 < rare < 0.7, f"the rare image made {rare:.0%} of the draws"
+    with pytest.raises(ValueError, match="one positive weight per image"):
+        pipeline.make_training_dataset(packed, 32, 4, sample_weights=[1.0, 1.0])
+
+
+def test_the_budget_schedule_warms_up_then_decays_to_the_end_of_the_budget():
+    schedule = training.BudgetSchedule(0.001, minutes=10, warmup=0.05, final=0.01)
+    rates = [schedule.rate(fraction) for fraction in np.linspace(0, 1, 101)]
+    assert rates[0] == pytest.approx(1e-4) and max(rates) == pytest.approx(1e-3)
+    peak = int(np.argmax(rates))
+    assert peak == 5 and all(np.diff(rates[peak:]) <= 0)
+    assert rates[-1] == pytest.approx(1e-5) and schedule.rate(2.0) == rates[-1]
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"representation": "hsv"}, "unknown representation"),
+        ({"schedule": "linear"}, "unknown schedule"),
+        ({"balance": 2.0}, "balance"),
+        ({"max_scale": 0.5}, "max_scale"),
+        ({"colour_augmentation": 1.5}, "colour_augmentation"),
+    ],
+)
+def test_bad_generalization_parameters_are_refused(change, message):
+    with pytest.raises(ValueError, match=message):
+        training.TrainingConfig(**change)
+
+
+def test_the_generalizing_recipe_trains_a_one_channel_model_and_records_its_nucleus_size(
+    disc_folder, tmp_path
+):
+    root, ids = disc_folder
+    config = training.TrainingConfig(
+        **{**TINY_TRAINING, "epochs": 1},
+        jit_compile=False,
+        representation="nuclei_bright",
+        max_scale=2.0,
+        colour_augmentation=1.0,
+        balance=0.5,
+        schedule="cosine",
+    )
+    result = training.train(config, root, ids, tmp_path / "models", verbose=0)
+    assert result.model.input_shape[-1] == 1
+    record = json.loads(result.paths["record"].read_text())
+    # Discs of radius 4 to 7: equivalent diameters of about 9 to 15 pixels.
+    assert 8 < record["nucleus_diameter"] < 16
+    assert record["parameters"]["representation"] == "nuclei_bright"
+    assert float(result.model.optimizer.learning_rate.numpy()) < config.learning_rate
+    stained = painted(disc_labels((48, 64), DISCS), *LOOKS["stained (H&E-like)"])
+    output = inference.predict_full(result.model, stained, tile_size=64)
+    assert output.shape == (48, 64, 2) and np.isfinite(output).all()
