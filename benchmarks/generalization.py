@@ -10,11 +10,11 @@ scored on every image of each held-out group.
 
 The models stay in ``models/generalization/`` with their tuned settings (for
 ``benchmarks/scale_check.py --model``, say). By default one group of each imaging type is
-held out: for each type, the largest group of
-at most ``--largest`` images (so that holding it out leaves most of that type's other
-sources in training). Writes ``reports/generalization.json`` and prints a Markdown table::
+held out: for each type, the largest group of at most ``--largest`` images (so that holding
+it out leaves most of that type's other sources in training), or the smallest there is.
+Writes ``reports/generalization.json`` and prints a Markdown table::
 
-    .venv/bin/python benchmarks/generalization.py [--minutes 15] [--groups "stained 512x640"]
+    .venv/bin/python benchmarks/generalization.py [--minutes 15] [--groups "stained 320x256"]
 """
 
 import argparse
@@ -23,6 +23,7 @@ import tempfile
 from dataclasses import asdict, replace
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from unet_tf import config, data, evaluation, files, training
@@ -52,14 +53,19 @@ def source_groups(index: pd.DataFrame) -> pd.Series:
 
 
 def choose_groups(index: pd.DataFrame, largest: int, smallest: int = 3) -> list[str]:
-    """One group per imaging type: the largest with ``smallest`` to ``largest`` images."""
+    """One group per imaging type: the largest with ``smallest`` to ``largest`` images, or,
+    where every group of the type is larger, the smallest (in stage1_train all stained
+    images are one group: holding it out leaves no stained image in training)."""
     counts = index.group.value_counts()
     chosen = []
     for kind in sorted(index.imaging_type.unique()):
         sizes = counts[[g for g in counts.index if g.startswith(kind + " ")]]
-        eligible = sizes[(sizes >= smallest) & (sizes <= largest)]
+        sizes = sizes[sizes >= smallest]
+        eligible = sizes[sizes <= largest]
         if len(eligible):
             chosen.append(eligible.index[0])
+        elif len(sizes):
+            chosen.append(sizes.index[-1])
     return chosen
 
 
@@ -108,7 +114,9 @@ def markdown_table(frame: pd.DataFrame) -> str:
     """A DataFrame as a Markdown table, numbers to three decimals."""
 
     def cell(value):
-        return f"{value:.3f}" if isinstance(value, float) else str(value)
+        if isinstance(value, float):
+            return "" if np.isnan(value) else f"{value:.3f}"
+        return str(value)
 
     lines = ["| " + " | ".join(frame.columns) + " |", "|" + "---|" * len(frame.columns)]
     lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in frame.itertuples(False)]

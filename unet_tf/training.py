@@ -770,15 +770,15 @@ def _pack(data_dir: Path, ids: list[str]):
     microscope, stain and magnification. Balanced sampling draws rare sources more often.
     """
     from unet_tf import config as paths
-    from unet_tf import data, pipeline
+    from unet_tf import data, inference, pipeline
 
     cache = paths.LABEL_CACHE if Path(data_dir) == Path(paths.TRAIN_DIR) else None
     samples = data.load_samples(data_dir, ids=ids, cache_dir=cache)
     kinds = [
         f"{data.imaging_type(image)} {image.shape[1]}x{image.shape[0]}" for _, image, _ in samples
     ]
-    areas = np.concatenate([np.bincount(labels.ravel())[1:] for _, _, labels in samples])
-    diameters = np.sqrt(4 * areas[areas > 0] / np.pi)
+    # Measured as inference measures the nuclei of a new image (inscribed circles).
+    diameters = np.concatenate([inference.inscribed_diameters(labels) for _, _, labels in samples])
     packed = pipeline.pack_samples([s[1] for s in samples], [s[2] for s in samples])
     return packed, kinds, diameters
 
