@@ -76,12 +76,18 @@ def statistics(
     pixels = tf.cast(shape[0] * shape[1], tf.float32)
     stride = tf.cast(tf.math.ceil(tf.sqrt(pixels / _SAMPLE_PIXELS)), tf.int32)
     gray = tf.reshape(_gray(image[::stride, ::stride], channel_weights), [-1])
-    darkest, median, brightest = tf.unstack(_percentiles(gray, [0.0, 50.0, 100.0]))
-    invert = tf.cast(median - darkest > brightest - median, tf.float32)
-    gray = invert * (1.0 - gray) + (1.0 - invert) * gray
-    low, high, top = tf.unstack(_percentiles(gray, [*percentiles, 100.0]))
+    lower, upper = percentiles
+    # One sort serves both polarities: percentile p of the inverted image is one minus
+    # percentile 100 - p of the image.
+    darkest, median, brightest, low, high, low_inverted, high_inverted = tf.unstack(
+        _percentiles(gray, [0.0, 50.0, 100.0, lower, upper, 100.0 - lower, 100.0 - upper])
+    )
+    bright_background = median - darkest > brightest - median
+    low = tf.where(bright_background, 1.0 - low_inverted, low)
+    high = tf.where(bright_background, 1.0 - high_inverted, high)
+    top = tf.where(bright_background, 1.0 - darkest, brightest)
     high = tf.maximum(high, low + 0.25 * (top - low))
-    return tf.stack([invert, low, high])
+    return tf.stack([tf.cast(bright_background, tf.float32), low, high])
 
 
 def normalize(image, stats: tf.Tensor, channel_weights=None) -> tf.Tensor:

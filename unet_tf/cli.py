@@ -238,7 +238,13 @@ def evaluate_command(args: argparse.Namespace) -> int:
         )
         evaluation.save_tuning(tuning, args.model, settings["tile_size"])
         per_image = tuning.per_image
-        settings.update(postprocess=tuning.chosen.postprocess, tta=tuning.chosen.tta)
+        chosen = tuning.chosen
+        settings.update(
+            postprocess=chosen.postprocess,
+            tta=chosen.tta,
+            rescale=chosen.rescale,
+            nucleus_diameter=tuning.nucleus_diameter,
+        )
         print(f"tuned: {tuning.chosen.name}; stored in {inference.settings_path(args.model)}")
     else:
         if not tuned:
@@ -250,8 +256,9 @@ def evaluate_command(args: argparse.Namespace) -> int:
         per_image = evaluation.score_model(net, samples, settings)
     numbers = evaluation.headline(per_image)
     table = evaluation.by_type(per_image)
-    table.loc["all"] = [len(per_image), *per_image[list(evaluation.SCORE_COLUMNS)].mean(), 0, 0]
-    table.loc["all", ["true_count", "pred_count"]] = per_image[["true_count", "pred_count"]].sum()
+    means = per_image[list(evaluation.SCORE_COLUMNS)].mean()
+    counts = per_image[["true_count", "pred_count"]].sum()
+    table.loc["all"] = [len(per_image), *means, *counts]
     with pd.option_context("display.precision", 3, "display.width", 120):
         print(table)
     print(

@@ -108,11 +108,10 @@ def score(
     if len(samples) != len(outputs):
         raise ValueError(f"{len(samples)} samples but {len(outputs)} outputs")
     settings = {"min_area": postprocess.MIN_AREA, **settings}
-    method = settings.pop("method")
     kinds = kinds or imaging_types(samples)
     rows = []
     for (image_id, _, truth), output in zip(samples, outputs, strict=True):
-        predicted = postprocess.to_instances(output, method, **settings)
+        predicted = postprocess.to_instances(output, **settings)
         rows.append(
             {
                 "image_id": image_id,
@@ -188,9 +187,10 @@ def sweep(
     outputs: Sequence[np.ndarray],
     grids: dict[str, list[dict]],
     min_area: int = postprocess.MIN_AREA,
+    kinds: dict[str, str] | None = None,
 ) -> pd.DataFrame:
     """Mean DSB score of every setting of every method: one row per setting."""
-    rows, kinds = [], imaging_types(samples)
+    rows, kinds = [], kinds or imaging_types(samples)
     for method, grid in grids.items():
         for settings in grid:
             chosen = {"method": method, "min_area": min_area, **settings}
@@ -309,9 +309,8 @@ class Tuning:
         """The instance labels of one image with ``step`` (by default the chosen one)."""
         step = step or self.chosen
         index = [sample[0] for sample in self.samples].index(image_id)
-        settings = dict(step.postprocess)
         output = self.outputs[step.tta, step.rescale][index]
-        return postprocess.to_instances(output, settings.pop("method"), **settings)
+        return postprocess.to_instances(output, **step.postprocess)
 
 
 def tune(
@@ -354,9 +353,10 @@ def tune(
     scales = [1.0] * len(samples)
     if rescale:
         started = time.monotonic()
+        # The plain outputs at the image's own scale are the estimate's first pass.
         scales = [
-            inference.estimate_scale(model, image, nucleus_diameter, tile_size)
-            for _, image, _ in samples
+            inference.estimate_scale(model, image, nucleus_diameter, tile_size, first_output=plain)
+            for (_, image, _), plain in zip(samples, outputs[False, False], strict=True)
         ]
         for use_tta in (False, True) if tta else (False,):
             settings = {"tile_size": tile_size, "tta": use_tta}
@@ -368,9 +368,10 @@ def tune(
             ]
         seconds["rescaling"] = time.monotonic() - started
     has_borders = outputs[False, False][0].shape[-1] >= 2
-    table = sweep(samples, outputs[False, False], grids or default_grids(has_borders), min_area)
-    steps = ablation_steps(table, min_area, tta)
     kinds = imaging_types(samples)
+    grids = grids or default_grids(has_borders)
+    table = sweep(samples, outputs[False, False], grids, min_area, kinds)
+    steps = ablation_steps(table, min_area, tta)
 
     def results_of(step: Step) -> pd.DataFrame:
         return score(samples, outputs[step.tta, step.rescale], step.postprocess, kinds)
@@ -378,8 +379,8 @@ def tune(
     results = {step.name: results_of(step) for step in steps}
     chosen = max(steps, key=lambda step: results[step.name].dsb_score.mean())
     if rescale:
-        rescaled = replace(chosen, name="+ automatic rescaling to the training nucleus size")
-        chosen = replace(rescaled, rescale=True)
+        name = "+ automatic rescaling to the training nucleus size"
+        chosen = replace(chosen, name=name, rescale=True)
         steps.append(chosen)
         results[chosen.name] = results_of(chosen)
     return Tuning(

@@ -252,18 +252,20 @@ def median_diameter(labels: np.ndarray) -> float | None:
     return float(np.median(diameters)) if diameters.size else None
 
 
-def _probe_settings(channels: int) -> dict:
-    """Fixed post-processing for measuring nucleus sizes, the same whatever was tuned.
-
-    Connected components of the nucleus channel: a splitting method would cut nuclei far
-    larger than the training ones into pieces and make them look small, while merged
-    touching nuclei still give the right size through :func:`inscribed_diameters`.
-    """
-    return {"method": "components", "threshold": 0.5, "min_area": MIN_AREA}
+# Fixed post-processing for measuring nucleus sizes, the same whatever was tuned: connected
+# components of the nucleus channel. A splitting method would cut nuclei far larger than the
+# training ones into pieces and make them look small, while merged touching nuclei still
+# give the right size through inscribed_diameters.
+_SIZE_PROBE = {"method": "components", "threshold": 0.5, "min_area": MIN_AREA}
 
 
 def estimate_scale(
-    model, image: np.ndarray, nucleus_diameter: float, tile_size: int = 1024, rounds: int = 2
+    model,
+    image: np.ndarray,
+    nucleus_diameter: float,
+    tile_size: int = 1024,
+    rounds: int = 2,
+    first_output: np.ndarray | None = None,
 ) -> float:
     """The factor that brings an image's nuclei to ``nucleus_diameter`` pixels across.
 
@@ -272,16 +274,18 @@ def estimate_scale(
     image is resampled and measured again (a network cuts nuclei far larger than it was
     trained on into pieces, so one measurement can fall short), up to ``rounds`` times, as
     Cellpose estimates diameters. The result lies in ``[1 / MAX_SCALE, MAX_SCALE]``; 1.0
-    means "leave the image as it is".
+    means "leave the image as it is". ``first_output``, the image's plain output at its own
+    scale (:func:`predict_full` without TTA) when the caller has it, saves the first pass.
     """
     if not nucleus_diameter or nucleus_diameter <= 0:
         raise ValueError(f"nucleus_diameter must be positive, got {nucleus_diameter!r}")
-    scale = 1.0
+    scale, output = 1.0, first_output
     for _ in range(rounds):
-        scaled = resize(image, scaled_shape(image.shape, scale))
-        output = predict_full(model, scaled, tile_size=tile_size)
-        settings = _probe_settings(output.shape[-1])
-        diameter = median_diameter(to_instances(output, settings.pop("method"), **settings))
+        if output is None:
+            scaled = resize(image, scaled_shape(image.shape, scale))
+            output = predict_full(model, scaled, tile_size=tile_size)
+        diameter = median_diameter(to_instances(output, **_SIZE_PROBE))
+        output = None
         if diameter is None:
             break
         step = nucleus_diameter / diameter
@@ -291,21 +295,31 @@ def estimate_scale(
     return scale if not 1 / SCALE_TOLERANCE <= scale <= SCALE_TOLERANCE else 1.0
 
 
-def image_scale(model, image: np.ndarray, settings: dict) -> float:
+def image_scale(
+    model, image: np.ndarray, settings: dict, first_output: np.ndarray | None = None
+) -> float:
     """The resampling factor ``settings`` ask for an image (1.0: none).
 
     ``settings["rescale"]`` turns rescaling on; the target is the training nucleus size
     ``settings["nucleus_diameter"]``. A known size of the image's nuclei,
     ``settings["image_nucleus_diameter"]`` (``predict --nucleus-diameter``), gives the
-    factor directly; otherwise it is estimated (:func:`estimate_scale`).
+    factor directly; otherwise it is estimated (:func:`estimate_scale`, which reuses
+    ``first_output``, the plain output at the image's own scale, if given).
     """
     target = settings.get("nucleus_diameter")
     if not settings.get("rescale") or not target:
         return 1.0
-    known = settings.get("image_nucleus_diameter")
-    if known:
-        return float(np.clip(target / known, 1 / MAX_SCALE, MAX_SCALE))
-    return estimate_scale(model, image, target, settings["tile_size"])
+    if _estimated(settings):
+        return estimate_scale(
+            model, image, target, settings["tile_size"], first_output=first_output
+        )
+    return float(np.clip(target / settings["image_nucleus_diameter"], 1 / MAX_SCALE, MAX_SCALE))
+
+
+def _estimated(settings: dict) -> bool:
+    """Whether ``settings`` ask for the scale of an image to be estimated from a first pass."""
+    rescaling = settings.get("rescale") and settings.get("nucleus_diameter")
+    return bool(rescaling) and not settings.get("image_nucleus_diameter")
 
 
 def predict(model, image: np.ndarray, settings: dict, scale: float | None = None):
@@ -315,7 +329,15 @@ def predict(model, image: np.ndarray, settings: dict, scale: float | None = None
     (:func:`predict_full`, with TTA if asked), and the output resampled back, so labels
     always come at the image's own size. Returns ``(output, scale)``.
     """
-    scale = image_scale(model, image, settings) if scale is None else scale
+    plain = None
+    if scale is None:
+        if _estimated(settings):
+            # The estimate's first pass is the plain prediction; without TTA at scale 1 it
+            # is also the answer.
+            plain = predict_full(model, image, tile_size=settings["tile_size"])
+        scale = image_scale(model, image, settings, first_output=plain)
+        if scale == 1.0 and plain is not None and not settings["tta"]:
+            return plain, scale
     shape = image.shape[:2]
     scaled = resize(image, scaled_shape(shape, scale)) if scale != 1.0 else image
     output = predict_full(model, scaled, tile_size=settings["tile_size"], tta=settings["tta"])
@@ -385,6 +407,4 @@ def segment(model, image: np.ndarray, settings: dict) -> np.ndarray:
 
 def to_labels(output: np.ndarray, settings: dict) -> np.ndarray:
     """Instance labels of a network output with the post-processing of ``settings``."""
-    postprocess = dict(settings["postprocess"])
-    method = postprocess.pop("method")
-    return to_instances(output, method, **postprocess)
+    return to_instances(output, **settings["postprocess"])

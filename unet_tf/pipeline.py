@@ -20,6 +20,7 @@ Every random choice is drawn from stateless generators seeded by ``(seed, elemen
 so a pipeline gives the same batches for the same seed on every run.
 """
 
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -487,7 +488,7 @@ def balanced_weights(kinds: Sequence[str], balance: float) -> np.ndarray:
     """
     if not 0.0 <= balance <= 1.0:
         raise ValueError(f"balance must be in [0, 1], got {balance}")
-    counts = {kind: list(kinds).count(kind) for kind in set(kinds)}
+    counts = Counter(kinds)
     return np.array([counts[kind] ** -balance for kind in kinds], np.float64)
 
 

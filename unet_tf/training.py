@@ -763,24 +763,39 @@ def _resume_state(config: TrainingConfig, resume_dir: Path, resume: bool) -> dic
     return state
 
 
-def _pack(data_dir: Path, ids: list[str]):
-    """The samples packed for the pipelines, their sources and their nucleus diameters.
-
-    A source is an imaging type and an image size (``stained 512x640``): in DSB2018 one
-    microscope, stain and magnification. Balanced sampling draws rare sources more often.
-    """
+def _load(data_dir: Path, ids: list[str]) -> list:
+    """The labelled samples of ``ids``, with the label cache for the DSB2018 training set."""
     from unet_tf import config as paths
-    from unet_tf import data, inference, pipeline
+    from unet_tf import data
 
     cache = paths.LABEL_CACHE if Path(data_dir) == Path(paths.TRAIN_DIR) else None
-    samples = data.load_samples(data_dir, ids=ids, cache_dir=cache)
-    kinds = [
+    return data.load_samples(data_dir, ids=ids, cache_dir=cache)
+
+
+def _pack(samples: list):
+    from unet_tf import pipeline
+
+    return pipeline.pack_samples([s[1] for s in samples], [s[2] for s in samples])
+
+
+def _sources(samples: list) -> list[str]:
+    """The source of each sample: an imaging type and an image size (``stained 512x640``),
+    in DSB2018 one microscope, stain and magnification. Balanced sampling draws rare
+    sources more often."""
+    from unet_tf import data
+
+    return [
         f"{data.imaging_type(image)} {image.shape[1]}x{image.shape[0]}" for _, image, _ in samples
     ]
-    # Measured as inference measures the nuclei of a new image (inscribed circles).
-    diameters = np.concatenate([inference.inscribed_diameters(labels) for _, _, labels in samples])
-    packed = pipeline.pack_samples([s[1] for s in samples], [s[2] for s in samples])
-    return packed, kinds, diameters
+
+
+def _median_diameter(samples: list) -> float | None:
+    """The median nucleus size of labelled samples, measured as inference measures the
+    nuclei of a new image (:func:`unet_tf.inference.inscribed_diameters`)."""
+    from unet_tf import inference
+
+    diameters = np.concatenate([inference.inscribed_diameters(labels) for *_, labels in samples])
+    return round(float(np.median(diameters)), 2) if diameters.size else None
 
 
 def train(
@@ -854,8 +869,13 @@ def train(
     train_ids = [image_id for image_id in train_ids if image_id not in excluded]
     if config.max_images:
         train_ids, held_out = train_ids[: config.max_images], held_out[: config.max_images]
-    train_samples, kinds, diameters = _pack(data_dir, train_ids)
-    validation_samples = _pack(data_dir, held_out)[0]
+    training_set = _load(data_dir, train_ids)
+    sources = _sources(training_set) if config.balance else None
+    diameter = _median_diameter(training_set)
+    train_samples = _pack(training_set)
+    # The decoded float images take several times the memory of the packed ones.
+    del training_set
+    validation_samples = _pack(_load(data_dir, held_out))
     largest = int(train_samples.shapes[:, :2].numpy().max())
     if config.crop_size > largest:
         raise ValueError(
@@ -866,7 +886,7 @@ def train(
     if config.contact_weight > 0:
         # The targets get a last channel of pixel weights, which the loss reads and drops.
         target_fn = pipeline.with_contact_weights(target_fn, config.contact_weight)
-    weights = pipeline.balanced_weights(kinds, config.balance) if config.balance else None
+    weights = pipeline.balanced_weights(sources, config.balance) if sources else None
     train_dataset = pipeline.make_training_dataset(
         train_samples,
         config.crop_size,
@@ -899,12 +919,9 @@ def train(
             flush=True,
         )
 
-    time_limit = TimeLimit(
-        config.max_minutes, spent_minutes=state["training_minutes"] if state else 0.0
-    )
-    tracked = training_callbacks(
-        config, files["best"], spent_minutes=state["training_minutes"] if state else 0.0
-    )
+    spent = state["training_minutes"] if state else 0.0
+    time_limit = TimeLimit(config.max_minutes, spent_minutes=spent)
+    tracked = training_callbacks(config, files["best"], spent_minutes=spent)
     if state:
         # The log is rewritten from the checkpoint, dropping any epoch logged after it.
         write_log(files["log"], state["history"])
@@ -965,7 +982,7 @@ def train(
         validation_images=len(held_out),
         data=str(data_dir),
         # The median nucleus size trained on: inference rescales images towards it.
-        nucleus_diameter=round(float(np.median(diameters)), 2) if diameters.size else None,
+        nucleus_diameter=diameter,
     )
     # The run is complete and saved, so its resume checkpoint is no longer needed.
     shutil.rmtree(files["resume"], ignore_errors=True)
