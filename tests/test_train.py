@@ -78,12 +78,12 @@ CHANGES = {
     "distribution": "mirrored",
     "precision": "mixed_bfloat16",
     "crop_size": 64,
-    "max_scale": 2.0,
-    "colour_augmentation": 0.5,
-    "balance": 0.5,
-    "representation": "nuclei_bright",
+    "max_scale": 1.5,
+    "colour_augmentation": 0.25,
+    "balance": 1.0,
+    "representation": "rgb",
     "deformation": "affine",
-    "schedule": "cosine",
+    "schedule": "plateau",
 }
 
 

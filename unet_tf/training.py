@@ -516,11 +516,11 @@ class TrainingConfig:
     distribution: str = "default"
     precision: str = "float32"
     jit_compile: bool = True
-    representation: str = "rgb"
-    max_scale: float = 1.0
-    colour_augmentation: float = 0.0
-    balance: float = 0.0
-    schedule: str = "plateau"
+    representation: str = "nuclei_bright"
+    max_scale: float = 2.0
+    colour_augmentation: float = 1.0
+    balance: float = 0.5
+    schedule: str = "cosine"
 
     def __post_init__(self):
         for item in fields(self):
