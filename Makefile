@@ -35,8 +35,8 @@ $(STAMP): requirements.txt pyproject.toml
 	$(PYTHON) -m ipykernel install --sys-prefix --name unet-tf --display-name "Python (unet-tf)"
 	touch $(STAMP)
 
-data: ## Unpack DSB2018 into data/raw/ (local zips, else the official download).
-	$(PYTHON_SYSTEM) -m unet_tf.fetch
+data: ## Unpack the data of PROFILE into data/raw/ (DSB2018: local zips, else the official download).
+	$(PYTHON_SYSTEM) -m unet_tf.fetch --profile $(PROFILE)
 
 # No `data` prerequisite: the tests of the real data skip, saying so, where it is not unpacked
 # (.ci/run runs `make data` first, so CI tests with it).

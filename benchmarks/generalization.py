@@ -23,7 +23,6 @@ import tempfile
 from dataclasses import asdict, replace
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from unet_tf import config, data, evaluation, files, training
@@ -63,25 +62,33 @@ def choose_groups(index: pd.DataFrame, largest: int, smallest: int = 3) -> list[
     return chosen
 
 
-def run_recipe(name, settings, rescale, minutes, held_out, validation_file, models_dir, max_images):
+def run_recipe(
+    name, settings, rescale, minutes, held_out, validation_file, models_dir, max_images, reuse
+):
     """Train one recipe without the held-out images, tune it, and score it per group.
 
-    With ``rescale`` images are rescaled at inference to the training nucleus size.
+    With ``rescale`` images are rescaled at inference to the training nucleus size. With
+    ``reuse`` a model a finished run of the same recipe left is scored again instead.
     """
     recipe = replace(training.TrainingConfig(), **settings, max_minutes=minutes, model_name=name)
-    result = training.train(
-        recipe,
-        validation_ids=validation_file,
-        models_dir=models_dir,
-        resume=False,
-        exclude_ids=list(held_out.index),
-    )
-    record = training.read_run_record(result.paths["record"])
+    excluded = list(held_out.index)
+    found = training.finished_run(recipe, models_dir, excluded) if reuse else None
+    if found is None:
+        training.train(
+            recipe,
+            validation_ids=validation_file,
+            models_dir=models_dir,
+            resume=False,
+            exclude_ids=excluded,
+        )
+        found = training.finished_run(recipe, models_dir, excluded)
+    model, record = found
+    paths = recipe.paths(models_dir)
     diameter = record.get("nucleus_diameter") if rescale else None
     validation = evaluation.validation_samples(max_images, ids_path=validation_file)
-    tuning = evaluation.tune(result.model, validation, tta=False, nucleus_diameter=diameter)
+    tuning = evaluation.tune(model, validation, tta=False, nucleus_diameter=diameter)
     # The tuned settings go beside the model, so that predict and the scale check use it.
-    evaluation.save_tuning(tuning, result.paths["model"], tile_size=1024, record=record)
+    evaluation.save_tuning(tuning, paths["model"], tile_size=1024, record=record)
     settings_used = {
         "postprocess": tuning.chosen.postprocess,
         "tta": False,
@@ -92,29 +99,16 @@ def run_recipe(name, settings, rescale, minutes, held_out, validation_file, mode
     samples = data.load_samples(
         config.TRAIN_DIR, ids=list(held_out.index), cache_dir=config.LABEL_CACHE
     )
-    scores = evaluation.score_model(result.model, samples, settings_used)
+    scores = evaluation.score_model(model, samples, settings_used)
     scores["group"] = held_out.loc[scores.image_id].to_numpy()
     return {
         "recipe": asdict(recipe),
-        "epochs": result.epochs_trained,
-        "best_epoch": result.best_epoch,
-        "minutes": round(result.training_minutes, 1),
+        "epochs": record["epochs_trained"],
+        "best_epoch": record["best_epoch"],
+        "minutes": round(record["training_minutes"], 1),
         "validation": evaluation.headline(tuning.per_image),
         "groups": scores.groupby("group")[["dsb_score", "f1"]].mean().to_dict(orient="index"),
     }
-
-
-def markdown_table(frame: pd.DataFrame) -> str:
-    """A DataFrame as a Markdown table, numbers to three decimals."""
-
-    def cell(value):
-        if isinstance(value, float):
-            return "" if np.isnan(value) else f"{value:.3f}"
-        return str(value)
-
-    lines = ["| " + " | ".join(frame.columns) + " |", "|" + "---|" * len(frame.columns)]
-    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in frame.itertuples(False)]
-    return "\n".join(lines)
 
 
 def main(argv=None) -> int:
@@ -123,6 +117,9 @@ def main(argv=None) -> int:
     parser.add_argument("--groups", nargs="*", help="groups to hold out (default: one per type)")
     parser.add_argument("--largest", type=int, default=40, help="largest group chosen by default")
     parser.add_argument("--max-images", type=int, default=0, help="validation images (0: all)")
+    parser.add_argument(
+        "--reuse", action="store_true", help="score models of finished runs again, untrained"
+    )
     args = parser.parse_args(argv)
 
     index = data.build_index(config.TRAIN_DIR, cache_dir=config.LABEL_CACHE)
@@ -155,6 +152,7 @@ def main(argv=None) -> int:
                 validation_file,
                 models_dir,
                 args.max_images,
+                args.reuse,
             )
             print(f"{name}: {results[name]['groups']}", flush=True)
 
@@ -170,7 +168,7 @@ def main(argv=None) -> int:
         for recipe, result in results.items():
             row[f"{recipe} DSB"] = result["validation"][name]
         rows.append(row)
-    print(markdown_table(pd.DataFrame(rows)))
+    print(evaluation.markdown_table(pd.DataFrame(rows)))
     files.write_json(
         config.REPORTS_DIR / "generalization.json",
         {"minutes": args.minutes, "groups": groups, "results": results},

@@ -39,27 +39,53 @@ def main(argv=None) -> int:
     parser.add_argument("--no-tta", action="store_true", help="skip test-time augmentation")
     args = parser.parse_args(argv)
 
-    net, settings, tuned = predict.load_model_and_settings(args.model)
-    if not tuned or not settings.get("nucleus_diameter"):
-        print(
-            f"note: {args.model} has no tuned rescaling settings; run 03-results", file=sys.stderr
-        )
+    net, settings, _ = predict.load_model_and_settings(args.model)
+    if not settings.get("nucleus_diameter"):
+        print(f"error: {args.model} has no training nucleus size to rescale to", file=sys.stderr)
+        return 2
     if args.no_tta:
         settings["tta"] = False
     samples = evaluation.validation_samples(args.max_images)
+    kinds = evaluation.imaging_types(samples)
     rows = []
     for factor in args.factors:
-        scaled = [resampled(sample, factor) for sample in samples]
+        scores = {True: [], False: []}
+        # One image at a time: 4x the largest validation images is hundreds of megabytes.
+        for sample in samples:
+            scaled = resampled(sample, factor)
+            image = scaled[1]
+            # Without TTA the plain pass is both the answer without rescaling and the first
+            # pass of the size estimate, as predict uses it.
+            plain = inference.predict_full(net, image, tile_size=settings["tile_size"])
+            if settings["tta"]:
+                unscaled, _ = inference.predict(net, image, settings, scale=1.0)
+            else:
+                unscaled = plain
+            scale = inference.estimate_scale(
+                net,
+                image,
+                settings["nucleus_diameter"],
+                settings["tile_size"],
+                first_output=plain,
+            )
+            rescaled = (
+                unscaled if scale == 1.0 else inference.predict(net, image, settings, scale)[0]
+            )
+            for rescale, output in ((True, rescaled), (False, unscaled)):
+                scores[rescale].append(
+                    evaluation.score([scaled], [output], settings["postprocess"], kinds)
+                )
         row = {"factor": factor}
         for rescale in (True, False):
-            frame = evaluation.score_model(net, scaled, {**settings, "rescale": rescale})
-            row["DSB, automatic scale" if rescale else "DSB, no rescaling"] = float(
-                frame.dsb_score.mean()
-            )
+            frame = pd.concat(scores[rescale], ignore_index=True)
+            name = "automatic scale" if rescale else "no rescaling"
+            row[f"DSB, {name}"] = float(frame.dsb_score.mean())
+            for kind, value in frame.groupby("imaging_type").dsb_score.mean().items():
+                row[f"{kind}, {name}"] = float(value)
         rows.append(row)
         print(row, flush=True)
     table = pd.DataFrame(rows)
-    print(table.to_string(index=False, float_format="%.3f"))
+    print(evaluation.markdown_table(table))
     files.write_json(
         config.REPORTS_DIR / "scale_check.json",
         {"model": args.model.name, "images": len(samples), "tta": settings["tta"], "rows": rows},

@@ -24,6 +24,28 @@ TINY_TRAINING = {
 }
 
 
+def run_report(tmp_path, *args, timeout=900):
+    """Run ``python -m unet_tf.report`` with models and reports under ``tmp_path``."""
+    import subprocess
+    import sys
+
+    from unet_tf import config
+
+    env = {
+        **os.environ,
+        "UNET_TF_MODELS_DIR": str(tmp_path / "models"),
+        "UNET_TF_REPORTS_DIR": str(tmp_path / "reports"),
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "unet_tf.report", *args],
+        cwd=config.PROJECT_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
 def disc(shape, centre, radius) -> np.ndarray:
     """A boolean disc of ``radius`` pixels around ``centre`` (row, column)."""
     rows, cols = np.ogrid[: shape[0], : shape[1]]

@@ -183,6 +183,20 @@ def test_the_budget_schedule_warms_up_then_decays_to_the_end_of_the_budget():
     assert rates[-1] == pytest.approx(1e-5) and schedule.rate(2.0) == rates[-1]
 
 
+def test_the_budget_schedule_follows_steps_when_they_run_out_before_the_minutes():
+    # A run of 10 steps in a budget of a day is planned on its steps; a resumed run counts
+    # the steps it continues.
+    schedule = training.BudgetSchedule(0.001, minutes=24 * 60, steps=10, spent_steps=5)
+    schedule.on_train_begin()
+    assert schedule.fraction() == pytest.approx(0.5)
+    schedule.step = 10
+    assert schedule.rate(schedule.fraction()) == pytest.approx(1e-5)
+    endless = training.BudgetSchedule(0.001, minutes=24 * 60)
+    endless.on_train_begin()
+    endless.step = 10
+    assert endless.fraction() < 0.01
+
+
 @pytest.mark.parametrize(
     ("change", "message"),
     [

@@ -2,13 +2,11 @@
 
 import ast
 import json
-import os
-import subprocess
-import sys
 
 import nbformat
 import pandas as pd
 import pytest
+from conftest import run_report
 
 from unet_tf import config, data, report, submission
 
@@ -26,6 +24,7 @@ def test_the_notebooks_exist_in_run_order_and_the_viewer_is_left_out_of_make_rep
         "03-results",
         "04-submission",
         "05-viewer",
+        "06-semantic-results",
     ]
     assert [nb.stem for nb in REPORTED] == [nb.stem for nb in NOTEBOOKS[:4]]
 
@@ -63,22 +62,6 @@ def test_profile_mistakes_are_refused(monkeypatch, tmp_path):
         report.notebook_parameters(NOTEBOOKS, bad_override)
     with pytest.raises(FileNotFoundError, match="choose one of"):
         report.load_profile("no-such-profile")
-
-
-def run_report(tmp_path, *args, timeout=900):
-    env = {
-        **os.environ,
-        "UNET_TF_MODELS_DIR": str(tmp_path / "models"),
-        "UNET_TF_REPORTS_DIR": str(tmp_path / "reports"),
-    }
-    return subprocess.run(
-        [sys.executable, "-m", "unet_tf.report", *args],
-        cwd=config.PROJECT_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
 
 
 needs_data = pytest.mark.skipif(

@@ -84,6 +84,10 @@ CHANGES = {
     "representation": "rgb",
     "deformation": "affine",
     "schedule": "plateau",
+    "dataset": "lung_ct",
+    "task": {"task": "semantic", "target": "binary"},
+    "window_min": -1000.0,
+    "init_model": "other.keras",
 }
 
 
@@ -91,7 +95,8 @@ CHANGES = {
 def test_a_resume_with_any_changed_parameter_but_the_budget_is_refused(tmp_path, name):
     base = training.TrainingConfig(**TINY, model_name="tiny")
     value = getattr(base, name)
-    changed = replace(base, **{name: CHANGES.get(name) or OTHER_VALUES[type(value)](value)})
+    change = CHANGES.get(name) or OTHER_VALUES[type(value)](value)
+    changed = replace(base, **(change if isinstance(change, dict) else {name: change}))
     assert getattr(changed, name) != value
     resume_dir = tmp_path / f"{changed.model_name}.resume"
     _checkpoint(resume_dir, asdict(base))
@@ -119,7 +124,7 @@ def test_train_then_evaluate_from_the_command_line(disc_folder, tmp_path, capsys
     )
     assert status == 0, capsys.readouterr().err
     record = training.read_run_record(models / "unet.json")
-    assert record["parameters"] == asdict(training.TrainingConfig(**TINY))
+    assert record["parameters"] == asdict(training.TrainingConfig(**TINY, dataset=str(root)))
     assert record["epochs_trained"] == 2 and record["validation_images"] == 2
     assert not (models / "unet.resume").exists()
     capsys.readouterr()

@@ -87,7 +87,17 @@ def _add_config_options(parser: argparse.ArgumentParser) -> None:
 
     for item in fields(TrainingConfig):
         flag = "--" + item.name.replace("_", "-")
-        if item.type is bool:
+        if item.name == "dataset":
+            parser.add_argument(
+                "--data",
+                "--dataset",
+                dest="dataset",
+                default=item.default,
+                metavar="FOLDER",
+                help="dsb2018 (the default), lung_ct, or a folder with images/ and masks/ "
+                "(or labels/) of the same file names",
+            )
+        elif item.type is bool:
             parser.add_argument(
                 flag,
                 action=argparse.BooleanOptionalAction,
@@ -118,13 +128,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = commands.add_parser(
         "train",
-        parents=[shared["data"], shared["quiet"]],
+        parents=[shared["quiet"]],
         help="train the U-Net",
         description="Train the U-Net; the options are the fields of TrainingConfig "
         "(see `unet_tf.training.TrainingConfig` for what each does). A killed run continues "
         "from its last epoch when started again with the same options.",
     )
     _add_config_options(train)
+    train.add_argument(
+        "--validation-ids",
+        type=Path,
+        help="ids of the validation images, never trained on (default: the dataset's committed "
+        "split, or for a folder of your own a random 15 %% kept beside the model)",
+    )
     train.add_argument("--models-dir", type=Path, default=config.MODELS_DIR, help="output folder")
     train.add_argument(
         "--resume",
@@ -202,7 +218,6 @@ def train_command(args: argparse.Namespace) -> int:
     settings = training.TrainingConfig.from_mapping(vars(args))
     result = training.train(
         settings,
-        data_dir=args.data,
         validation_ids=args.validation_ids,
         models_dir=args.models_dir,
         resume=args.resume,

@@ -22,6 +22,9 @@ Relative values are taken relative to the working folder at that moment.
 ``UNET_TF_TRAIN_DIR``, ``UNET_TF_TEST_DIR``, ``UNET_TF_SAMPLE_SUBMISSION``
     The training and test folders (Kaggle layout) and the sample submission, when they are
     not in ``<data>/raw`` (default ``<data>/raw/stage1_train`` and so on).
+``UNET_TF_LUNG_CT_SOURCE``, ``UNET_TF_LUNG_CT_DIR``
+    Folder holding ``lung_ct.zip`` (default ``../shared/data/lung_ct``), and where it is
+    unpacked (default ``<data>/raw/lung_ct``, with ``images/`` and ``masks/``).
 ``UNET_TF_VALIDATION_IDS``
     The validation id list (default the committed ``data/splits/validation_ids.txt``).
 ``UNET_TF_MODELS_DIR``, ``UNET_TF_REPORTS_DIR``
@@ -38,6 +41,8 @@ from pathlib import Path
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 # The fixed validation split is part of the repository, not of the (ignored) data tree.
 SPLITS_DIR = PROJECT_ROOT / "data" / "splits"
+# The make report profiles (unet_tf.report), also read by `make data` (unet_tf.fetch).
+PROFILES_DIR = PROJECT_ROOT / "notebooks" / "profiles"
 
 
 def _env_path(name: str, default: Path) -> Path:
@@ -79,10 +84,28 @@ def paths() -> dict[str, Path | str]:
         "DSB2018_URL": os.environ.get(
             "UNET_TF_DSB2018_URL", "https://data.broadinstitute.org/bbbc/BBBC038/"
         ),
+        # The lung CT slices of the own-data example (unet_tf.datasets), in the folder layout.
+        "LUNG_CT_DIR": _env_path("UNET_TF_LUNG_CT_DIR", raw_dir / "lung_ct"),
+        "LUNG_CT_SOURCE": _env_path(
+            "UNET_TF_LUNG_CT_SOURCE", PROJECT_ROOT.parent / "shared" / "data" / "lung_ct"
+        ),
         "MODELS_DIR": _env_path("UNET_TF_MODELS_DIR", PROJECT_ROOT / "models"),
         "REPORTS_DIR": reports_dir,
         "FIGURES_DIR": reports_dir / "figures",
     }
+
+
+def resolve(path: str | Path) -> Path:
+    """A path a user gave: as given where it exists, else relative to the project root.
+
+    Notebooks run in ``notebooks/``, so ``data/raw/my_images`` written in a notebook means
+    the project's folder, as it does on the command line in the project root.
+    """
+    path = Path(path).expanduser()
+    if path.exists() or path.is_absolute():
+        return path
+    in_project = PROJECT_ROOT / path
+    return in_project if in_project.exists() else path
 
 
 def __getattr__(name: str) -> Path | str:

@@ -613,7 +613,19 @@ def train_validation_ids(
     ValueError
         If a validation id is missing from ``root``.
     """
-    all_ids = [p.name for p in list_sample_dirs(root)]
+    return split_ids([p.name for p in list_sample_dirs(root)], validation_ids_path, root)
+
+
+def split_ids(
+    all_ids: Sequence[str], validation_ids_path: str | Path, root: str | Path = "the data"
+) -> tuple[list[str], list[str]]:
+    """Split ``all_ids`` (of the dataset at ``root``) into training and validation ids.
+
+    Raises
+    ------
+    ValueError
+        If a validation id is not in ``all_ids``.
+    """
     validation = load_ids(validation_ids_path)
     missing = sorted(set(validation) - set(all_ids))
     if missing:

@@ -163,6 +163,101 @@ def headline(per_image: pd.DataFrame) -> dict:
     }
 
 
+SEMANTIC_COLUMNS = ("dice", "iou", "hausdorff", "hausdorff_95")
+
+
+def semantic_samples(record: dict, max_images: int = 0) -> list[Sample]:
+    """The validation images of a model's training run, read as it read them.
+
+    The dataset, its intensity window, its task and the validation id list come from the
+    training record (``models/<name>.json``), so a model trained on lung CT, say, is judged
+    on the held-out patients it was kept from.
+
+    Raises
+    ------
+    ValueError
+        If ``max_images`` is negative, or the record is from before datasets were recorded.
+    """
+    from unet_tf import datasets
+
+    if max_images < 0:
+        raise ValueError(f"max_images must be 0 (all) or positive, got {max_images}")
+    parameters = record["parameters"]
+    if "validation_ids" not in record:
+        raise ValueError("the training record names no validation split; train the model again")
+    window = (parameters["window_min"], parameters["window_max"])
+    dataset = datasets.open_dataset(
+        record["data"], window if any(window) else None, parameters["task"]
+    )
+    ids = data.load_ids(record["validation_ids"])
+    return dataset.load(ids[:max_images] if max_images else ids)
+
+
+def score_semantic(
+    samples: Sequence[Sample], outputs: Sequence[np.ndarray], threshold: float = 0.5
+) -> pd.DataFrame:
+    """Score one-class (semantic) outputs: the mask is where the first channel > ``threshold``.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per image: ``image_id`` and the numbers of
+        :func:`unet_tf.metrics.semantic_scores` (Hausdorff distances in pixels).
+
+    Examples
+    --------
+    >>> truth = np.zeros((8, 8), np.int32); truth[2:6, 2:6] = 1
+    >>> output = truth[..., None].astype(np.float32)
+    >>> frame = score_semantic([("a", None, truth)], [output])
+    >>> float(frame.dice[0]), float(frame.hausdorff_95[0])
+    (1.0, 0.0)
+    """
+    if len(samples) != len(outputs):
+        raise ValueError(f"{len(samples)} samples but {len(outputs)} outputs")
+    return pd.DataFrame(
+        [
+            {"image_id": image_id, **metrics.semantic_scores(truth > 0, output[..., 0] > threshold)}
+            for (image_id, _, truth), output in zip(samples, outputs, strict=True)
+        ]
+    )
+
+
+def semantic_headline(per_image: pd.DataFrame) -> dict:
+    """Means over images of a semantic scoring; Hausdorff distances over the images where
+    both masks are non-empty (the others are counted apart)."""
+    finite = per_image[np.isfinite(per_image.hausdorff)]
+    return {
+        "dice": float(per_image.dice.mean()),
+        "iou": float(per_image.iou.mean()),
+        "hausdorff": float(finite.hausdorff.mean()),
+        "hausdorff_95": float(finite.hausdorff_95.mean()),
+        "median_hausdorff_95": float(finite.hausdorff_95.median()),
+        "images": len(per_image),
+        "images_with_one_mask_empty": int(len(per_image) - len(finite)),
+    }
+
+
+def markdown_table(frame: pd.DataFrame) -> str:
+    """A table as Markdown (for the README and notes), numbers to three decimals.
+
+    Examples
+    --------
+    >>> print(markdown_table(pd.DataFrame({"step": ["plain"], "dsb_score": [0.5432]})))
+    | step | dsb_score |
+    |---|---|
+    | plain | 0.543 |
+    """
+
+    def cell(value):
+        if isinstance(value, float):
+            return "" if np.isnan(value) else f"{value:.3f}"
+        return str(value)
+
+    lines = ["| " + " | ".join(map(str, frame.columns)) + " |", "|" + "---|" * len(frame.columns)]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in frame.itertuples(False)]
+    return "\n".join(lines)
+
+
 def default_grids(has_borders: bool) -> dict[str, list[dict]]:
     """The post-processing settings :func:`tune` tries, per method.
 

@@ -11,9 +11,12 @@ environment exists::
 
     python -m unet_tf.fetch                       # defaults from unet_tf.config
     python -m unet_tf.fetch --source /path/to/zips --raw-dir data/raw
+    python -m unet_tf.fetch --dataset lung_ct     # the lung CT slices (own-data example)
+    python -m unet_tf.fetch --profile lung_ct     # what a make report profile needs
 """
 
 import argparse
+import json
 import shutil
 import sys
 import tempfile
@@ -133,12 +136,13 @@ def _remove_partials(raw_dir: Path) -> None:
         shutil.rmtree(leftover, ignore_errors=True)
 
 
-def unpack(archive_path: Path, target: Path) -> int:
+def unpack(archive_path: Path, target: Path, rename: dict[str, str] | None = None) -> int:
     """Unpack ``archive_path`` into ``target`` atomically; return the number of image folders.
 
     The archive is extracted into a hidden temporary folder beside ``target`` that is renamed
     to ``target`` only once everything is written. A zip that wraps its content in a single
-    folder named like ``target`` is unwrapped.
+    folder named like ``target`` is unwrapped. ``rename`` maps top-level folders of the
+    archive to the names they get (``2d_images`` to ``images``, say).
     """
     check_archive(archive_path)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -150,6 +154,10 @@ def unpack(archive_path: Path, target: Path) -> int:
         entries = list(staging.iterdir())
         if len(entries) == 1 and entries[0].is_dir() and entries[0].name == target.name:
             content = entries[0]
+        for old, new in (rename or {}).items():
+            if not (content / old).is_dir():
+                raise ValueError(f"{archive_path}: no folder {old}/ in the archive")
+            (content / old).rename(content / new)
         content.rename(target)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
@@ -196,6 +204,58 @@ def fetch(
     return counts
 
 
+def fetch_lung_ct(target: Path | None = None, source: Path | None = None) -> int:
+    """Make sure ``target`` holds the lung CT slices as a folder dataset; return their count.
+
+    ``lung_ct.zip`` (``2d_images/`` and ``2d_masks/``, see its README) is unpacked from the
+    ``source`` folder, its folders renamed to ``images/`` and ``masks/``. It has no public
+    download without a Kaggle login, so a missing zip is an error saying where to put it.
+
+    Raises
+    ------
+    DataUnavailableError
+        If ``source`` has no ``lung_ct.zip``.
+    """
+    target = Path(target or config.LUNG_CT_DIR)
+    source = Path(source or config.LUNG_CT_SOURCE)
+    if (target / "images").is_dir():
+        count = sum(1 for entry in (target / "images").iterdir() if entry.is_file())
+        _log(f"{target} is in place ({count} images); nothing to do")
+        return count
+    archive_path = source / "lung_ct.zip"
+    if not archive_path.is_file():
+        raise DataUnavailableError(
+            f"{archive_path}: no such file. Put lung_ct.zip (Kaggle's \"Finding and Measuring "
+            'Lungs in CT Data", 2d_images/ and 2d_masks/) in a folder and set '
+            "UNET_TF_LUNG_CT_SOURCE to it."
+        )
+    target.parent.mkdir(parents=True, exist_ok=True)
+    _remove_partials(target.parent)
+    _log(f"checking and unpacking {archive_path}")
+    unpack(archive_path, target, rename={"2d_images": "images", "2d_masks": "masks"})
+    count = sum(1 for entry in (target / "images").iterdir() if entry.is_file())
+    _log(f"{target}: {count} images")
+    return count
+
+
+DATASETS = ("dsb2018", "lung_ct")
+
+
+def profile_datasets(profile: str) -> list[str]:
+    """The datasets a ``make report`` profile uses (its ``dataset`` parameter; DSB2018 if none).
+
+    Raises
+    ------
+    FileNotFoundError
+        If there is no such profile.
+    """
+    path = Path(profile) if profile.endswith(".json") else config.PROFILES_DIR / f"{profile}.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such profile")
+    parameters = json.loads(path.read_text()).get("parameters", {})
+    return [parameters.get("dataset", "dsb2018")]
+
+
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry point; returns the process exit status."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -203,9 +263,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--source", type=Path, default=config.DSB2018_SOURCE)
     parser.add_argument("--url", default=config.DSB2018_URL)
     parser.add_argument("--download-dir", type=Path, default=config.EXTERNAL_DIR)
+    parser.add_argument(
+        "--dataset", choices=DATASETS, action="append", help="what to fetch (default: dsb2018)"
+    )
+    parser.add_argument("--profile", help="fetch the datasets this make report profile uses")
     args = parser.parse_args(argv)
     try:
-        fetch(args.raw_dir, args.source, args.url, args.download_dir)
+        wanted = args.dataset or (profile_datasets(args.profile) if args.profile else ["dsb2018"])
+        for name in wanted:
+            if name == "lung_ct":
+                fetch_lung_ct()
+            elif name == "dsb2018":
+                fetch(args.raw_dir, args.source, args.url, args.download_dir)
+            else:
+                _log(f"{name} is a folder of your own; nothing to fetch")
     except (FileNotFoundError, ValueError, OSError) as error:
         print(f"make data failed: {error}", file=sys.stderr)
         return 1

@@ -133,6 +133,20 @@ def best_and_worst(tuning, count: int = 4, path=None):
     return show_grid(panels, titles, path=path)
 
 
+def worst_semantic(samples, outputs, per_image, count: int = 6, threshold=0.5, path=None):
+    """The ``count`` images of lowest Dice of a semantic scoring (truth green, prediction
+    magenta), titled with their Dice and HD95."""
+    ranked = per_image.sort_values("dice").head(count)
+    index = {sample[0]: i for i, sample in enumerate(samples)}
+    panels, titles = [], []
+    for row in ranked.itertuples():
+        image_id, image, truth = samples[index[row.image_id]]
+        predicted = (outputs[index[row.image_id]][..., 0] > threshold).astype(np.int32)
+        panels.append(overlay(image, truth, predicted))
+        titles.append(f"{image_id}: Dice {row.dice:.3f}, HD95 {row.hausdorff_95:.1f} px")
+    return show_grid(panels, titles, columns=3, size=4.0, path=path)
+
+
 def separation(tuning, baseline, count: int = 3, path=None):
     """The ``count`` images the chosen step improves most over ``baseline`` (a ``Step``).
 

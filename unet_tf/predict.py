@@ -129,14 +129,21 @@ def output_names(
     }
 
 
-def to_model_input(pixels: np.ndarray, path: Path) -> np.ndarray:
+def to_model_input(
+    pixels: np.ndarray, path: Path, window: Sequence[float] | None = None
+) -> np.ndarray:
     """Float32 ``(H, W, 3)`` model input in [0, 1] from raw pixels of any type.
 
     8-bit images are scaled as in training (divided by 255). Images of other types (16-bit
     microscopy, float) rarely use their full range, so they are scaled to put their 99.9th
     percentile at 1: a 12-bit image in a 16-bit file then looks to the model as it would
-    have as an 8-bit export.
+    have as an 8-bit export. A model trained through an intensity window (CT) gets its
+    images through the same window.
     """
+    if window:
+        from unet_tf import datasets
+
+        return datasets.apply_window(pixels, window, path)
     image = data.pixels_to_image(pixels, path, channels=3)
     if pixels.dtype != np.uint8:
         top = float(np.percentile(image, 99.9))
@@ -261,14 +268,19 @@ def load_model_and_settings(model_path: Path) -> tuple[object, dict, bool]:
     from unet_tf import inference, training
 
     net = training.load_model(model_path)
+    record_path = Path(model_path).with_suffix(".json")
+    record = training.read_run_record(record_path) if record_path.is_file() else {}
+    parameters = record.get("parameters", {})
+    # A model trained through an intensity window (CT) reads new images through it too.
+    window = [parameters.get("window_min", 0.0), parameters.get("window_max", 0.0)]
+    window = {"window": window} if any(window) else {}
     try:
-        return net, inference.read_settings(model_path), True
+        return net, {**inference.read_settings(model_path), **window}, True
     except FileNotFoundError:
-        settings = dict(inference.FALLBACK_SETTINGS)
+        settings = {**inference.FALLBACK_SETTINGS, **window}
         # Untuned, the training record still tells the nucleus size to rescale images to.
-        record_path = Path(model_path).with_suffix(".json")
-        if record_path.is_file():
-            diameter = training.read_run_record(record_path).get("nucleus_diameter")
+        if record:
+            diameter = record.get("nucleus_diameter")
             settings.update(rescale=bool(diameter), nucleus_diameter=diameter)
         if net.output_shape[-1] >= 2:
             settings["postprocess"] = {
@@ -282,7 +294,7 @@ def _segment_plane(net, pixels, path, settings, pixel_size, plane, name, started
     """Segment and measure one plane: its labels, overlay, nucleus table and summary row."""
     from unet_tf import inference, plots
 
-    image = to_model_input(pixels, path)
+    image = to_model_input(pixels, path, settings.get("window"))
     output, scale = inference.predict(net, image, settings)
     labels = inference.to_labels(output, settings)
     overlay = plots.overlay(image, prediction=labels, as_uint8=True)

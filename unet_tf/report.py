@@ -23,6 +23,11 @@ cannot pass silently::
 
     python -m unet_tf.report --profile smoke
 
+A profile of another dataset also says which ``notebooks`` it runs and a ``reports``
+subfolder for its output: ``--profile lung_ct`` runs ``02-training`` and
+``06-semantic-results`` on the lung CT slices into ``reports/lung_ct/``, and its model is
+``models/lung_ct.keras``, so the DSB2018 reports and model stay as they are.
+
 ``--notebooks DIR`` runs the notebooks of another folder (its profiles are in
 ``DIR/profiles``); the tests use it for small stand-in notebooks.
 """
@@ -40,7 +45,7 @@ from unet_tf import config
 from unet_tf.files import atomic_path, write_json
 
 NOTEBOOKS_DIR = config.PROJECT_ROOT / "notebooks"
-PROFILES_DIR = NOTEBOOKS_DIR / "profiles"
+PROFILES_DIR = config.PROFILES_DIR
 REQUIREMENTS = config.PROJECT_ROOT / "requirements.txt"
 KERNEL_NAME = "unet-tf"
 
@@ -126,8 +131,18 @@ def summary_markdown(profile_name: str, timings: dict[str, float], reports_dir: 
     """The text of ``reports/summary.md``."""
     lines = [f"# Report summary (profile `{profile_name}`)", ""]
     metrics_path = reports_dir / "metrics.json"
-    if metrics_path.is_file():
-        metrics = json.loads(metrics_path.read_text())
+    metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else None
+    if metrics is not None and "hausdorff_95" in metrics:
+        lines += [
+            f"Validation images of `{metrics['model']}` ({metrics['images']}, never trained on):",
+            "",
+            "| Dice | IoU | Hausdorff (px) | HD95 (px) |",
+            "|---|---|---|---|",
+            f"| {metrics['dice']:.4f} | {metrics['iou']:.4f} | {metrics['hausdorff']:.1f} "
+            f"| {metrics['hausdorff_95']:.1f} |",
+            "",
+        ]
+    elif metrics is not None:
         lines += [
             "Validation split of stage1_train "
             f"({metrics['validation_images']} images, never trained on):",
@@ -311,9 +326,14 @@ def run(
     notebooks_dir = Path(notebooks_dir)
     if not notebooks_dir.is_dir():
         raise FileNotFoundError(f"{notebooks_dir}: no such notebooks folder")
-    reports_dir = config.REPORTS_DIR
     profile_file = profile_path(profile_name, notebooks_dir / "profiles")
     profile = load_profile(str(profile_file))
+    reports_dir = config.REPORTS_DIR
+    if profile.get("reports"):
+        # A profile of another dataset keeps its reports apart, figures and metrics included:
+        # the kernels inherit the variable, and config reads it on every access.
+        reports_dir = reports_dir / profile["reports"]
+        os.environ["UNET_TF_REPORTS_DIR"] = str(reports_dir)
     notebooks = sorted(notebooks_dir.glob("[0-9][0-9]-*.ipynb"))
     if not notebooks:
         raise FileNotFoundError(f"{notebooks_dir}: no notebooks named NN-name.ipynb")
@@ -323,6 +343,11 @@ def run(
         if missing:
             raise ValueError(f"no such notebooks: {sorted(missing)}")
         notebooks = [nb for nb in notebooks if nb.stem in only]
+    elif profile.get("notebooks"):
+        missing = set(profile["notebooks"]) - {nb.stem for nb in notebooks}
+        if missing:
+            raise ValueError(f"profile {profile_name!r} names no such notebooks: {sorted(missing)}")
+        notebooks = [nb for nb in notebooks if nb.stem in profile["notebooks"]]
     else:
         notebooks = [nb for nb in notebooks if in_default_run(nb)]
     # Imported here, after the quick checks above: it takes seconds.

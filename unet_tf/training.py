@@ -20,6 +20,7 @@ import keras
 import numpy as np
 
 from unet_tf.appearance import REPRESENTATIONS
+from unet_tf.datasets import TASKS
 from unet_tf.files import atomic_path, set_usual_permissions, write_json
 
 
@@ -456,7 +457,7 @@ class TrainingConfig:
     dropout_rate : float
         Dropout inside each convolution block.
     learning_rate : float
-        Initial Adam learning rate, halved when the validation loss stalls.
+        Peak Adam learning rate (see ``schedule``).
     patience : int
         Epochs without validation improvement before stopping.
     deformation : str
@@ -489,6 +490,16 @@ class TrainingConfig:
     schedule : str
         ``"plateau"`` (halve the learning rate when the validation loss stalls) or
         ``"cosine"`` (warm-up, then cosine decay planned to end with the time budget).
+    dataset : str
+        What to train on: ``"dsb2018"``, ``"lung_ct"`` or a folder with ``images/`` and
+        ``masks/`` (see :mod:`unet_tf.datasets`).
+    task : str
+        ``"instances"`` (nuclei, scored with the DSB metric) or ``"semantic"`` (one class,
+        binary masks, target ``"binary"``; scored with Dice, IoU and Hausdorff distance).
+    window_min, window_max : float
+        Intensity window of the images (CT), mapped to [0, 1]; both 0: no window.
+    init_model : str
+        A trained ``.keras`` model to start from (fine-tuning); empty: random weights.
 
     Raises
     ------
@@ -521,6 +532,11 @@ class TrainingConfig:
     colour_augmentation: float = 1.0
     balance: float = 0.5
     schedule: str = "cosine"
+    dataset: str = "dsb2018"
+    task: str = "instances"
+    window_min: float = 0.0
+    window_max: float = 0.0
+    init_model: str = ""
 
     def __post_init__(self):
         for item in fields(self):
@@ -567,7 +583,17 @@ class TrainingConfig:
                 f"colour_augmentation must be in [0, 1], got {self.colour_augmentation}"
             )
         self.augmentation()  # Checks max_scale.
+        if (self.window_min or self.window_max) and not self.window_max > self.window_min:
+            raise ValueError(
+                f"the intensity window needs window_min < window_max, got "
+                f"{self.window_min}..{self.window_max}"
+            )
+        if self.task == "semantic" and (self.target != "binary" or self.contact_weight):
+            raise ValueError(
+                "task 'semantic' (one class) trains on target 'binary' without contact_weight"
+            )
         known_names = (
+            ("task", TASKS),
             ("distribution", STRATEGIES),
             ("precision", PRECISIONS),
             ("representation", REPRESENTATIONS),
@@ -591,6 +617,10 @@ class TrainingConfig:
             raise ValueError(f"training parameters missing: {missing}")
         return cls(**{name: values[name] for name in names if name in values})
 
+    def window(self) -> tuple[float, float] | None:
+        """The intensity window ``(window_min, window_max)``, or None for none."""
+        return (self.window_min, self.window_max) if self.window_min or self.window_max else None
+
     def augmentation(self):
         """The :class:`unet_tf.pipeline.Augmentation` of this config."""
         from unet_tf import pipeline
@@ -613,7 +643,29 @@ class TrainingConfig:
             "log": folder / f"{stem}.log.csv",
             "best": folder / f"{stem}.best.keras",
             "resume": folder / f"{stem}.resume",
+            # Written only for a dataset without a validation split of its own.
+            "validation_ids": folder / f"{stem}.validation_ids.txt",
         }
+
+
+def finished_run(
+    config: TrainingConfig, models_dir: str | Path, exclude_ids: Sequence[str] = ()
+) -> tuple[keras.Model, dict] | None:
+    """The model and record a finished :func:`train` run of exactly ``config`` (and
+    ``exclude_ids``) left in ``models_dir``, or None where there is none.
+
+    Benchmarks use it to score again without training again; a record of other parameters
+    or other excluded images does not count.
+    """
+    paths = config.paths(models_dir)
+    if not (paths["model"].is_file() and paths["record"].is_file()):
+        return None
+    record = read_run_record(paths["record"])
+    if record["parameters"] != asdict(config):
+        return None
+    if sorted(record.get("excluded_ids", [])) != sorted(exclude_ids):
+        return None
+    return load_model(paths["model"]), record
 
 
 @dataclass
@@ -688,12 +740,14 @@ def build_model(config: TrainingConfig) -> keras.Model:
 
 
 class BudgetSchedule(keras.callbacks.Callback):
-    """Learning rate planned on the wall-time budget: warm-up, then cosine decay to its end.
+    """Learning rate planned on the budget: warm-up, then cosine decay to its end.
 
-    A CPU run is bounded by minutes, not epochs, so the schedule follows the fraction of the
-    budget spent: a linear warm-up over the first ``warmup`` of it from a tenth of the rate,
-    then a cosine down to ``final`` times the rate when the budget ends. The rate is set
-    before every batch; a resumed run counts the minutes of the run it continues.
+    A CPU run is bounded by minutes rather than epochs, so the schedule follows the fraction
+    of the budget spent: of the wall time, or of ``steps`` where a run is bounded by its
+    number of steps too, whichever is further along. A linear warm-up over the first
+    ``warmup`` of it from a tenth of the rate, then a cosine down to ``final`` times the
+    rate when the budget ends. The rate is set before every batch; a resumed run counts the
+    minutes and steps of the run it continues.
     """
 
     def __init__(
@@ -703,12 +757,15 @@ class BudgetSchedule(keras.callbacks.Callback):
         spent_minutes: float = 0.0,
         warmup: float = 0.03,
         final: float = 0.01,
+        steps: int | None = None,
+        spent_steps: int = 0,
     ):
         super().__init__()
-        if minutes <= 0 or learning_rate <= 0:
+        if minutes <= 0 or learning_rate <= 0 or (steps is not None and steps <= 0):
             raise ValueError("the budget and the learning rate must be positive")
         self.learning_rate, self.seconds = learning_rate, 60 * minutes
         self.spent_seconds, self.warmup, self.final = 60 * spent_minutes, warmup, final
+        self.steps, self.step = steps, spent_steps
         self.started = None
 
     def rate(self, fraction: float) -> float:
@@ -720,20 +777,31 @@ class BudgetSchedule(keras.callbacks.Callback):
         cosine = 0.5 * (1.0 + np.cos(np.pi * progress))
         return self.learning_rate * (self.final + (1.0 - self.final) * cosine)
 
+    def fraction(self) -> float:
+        """The fraction of the budget spent so far."""
+        elapsed = (self.spent_seconds + time.monotonic() - self.started) / self.seconds
+        return max(elapsed, self.step / self.steps) if self.steps else elapsed
+
     def on_train_begin(self, logs=None):
         self.started = time.monotonic()
 
     def on_train_batch_begin(self, batch, logs=None):
-        elapsed = self.spent_seconds + time.monotonic() - self.started
-        self.model.optimizer.learning_rate.assign(self.rate(elapsed / self.seconds))
+        self.model.optimizer.learning_rate.assign(self.rate(self.fraction()))
+        self.step += 1
 
 
 def training_callbacks(
-    config: TrainingConfig, best_path: Path, spent_minutes: float = 0.0
+    config: TrainingConfig, best_path: Path, spent_minutes: float = 0.0, spent_epochs: int = 0
 ) -> list[keras.callbacks.Callback]:
     """Early stopping (best weights restored), best-model checkpoint, and the schedule."""
     if config.schedule == "cosine":
-        schedule = BudgetSchedule(config.learning_rate, config.max_minutes, spent_minutes)
+        schedule = BudgetSchedule(
+            config.learning_rate,
+            config.max_minutes,
+            spent_minutes,
+            steps=config.epochs * config.steps_per_epoch,
+            spent_steps=spent_epochs * config.steps_per_epoch,
+        )
     else:
         schedule = keras.callbacks.ReduceLROnPlateau(
             monitor="val_loss", factor=0.5, patience=max(2, config.patience // 3), min_lr=1e-5
@@ -763,13 +831,43 @@ def _resume_state(config: TrainingConfig, resume_dir: Path, resume: bool) -> dic
     return state
 
 
-def _load(data_dir: Path, ids: list[str]) -> list:
-    """The labelled samples of ``ids``, with the label cache for the DSB2018 training set."""
-    from unet_tf import config as paths
-    from unet_tf import data
+def initialise_from(net: keras.Model, config: TrainingConfig) -> None:
+    """Start ``net`` from the weights of ``config.init_model`` (fine-tuning).
 
-    cache = paths.LABEL_CACHE if Path(data_dir) == Path(paths.TRAIN_DIR) else None
-    return data.load_samples(data_dir, ids=ids, cache_dir=cache)
+    Raises
+    ------
+    FileNotFoundError
+        If there is no such model.
+    ValueError
+        If its input or output channels do not fit the config (the message says which
+        parameter to change), or its architecture differs (depth, filters).
+    """
+    from unet_tf import config as paths
+
+    path = paths.resolve(config.init_model)
+    source = load_model(path)
+    record_path = path.with_suffix(".json")
+    record = read_run_record(record_path)["parameters"] if record_path.is_file() else {}
+    for what, mine, theirs, parameter in (
+        ("input", net.input_shape[-1], source.input_shape[-1], "representation"),
+        ("output", net.output_shape[-1], source.output_shape[-1], "target"),
+    ):
+        if mine != theirs:
+            hint = f" (it was trained with {parameter}={record[parameter]!r})" if record else ""
+            raise ValueError(
+                f"{path}: the model has {theirs} {what} channel(s), this training {mine}; set "
+                f"{parameter} as the model was trained{hint}"
+            )
+    try:
+        net.set_weights(source.get_weights())
+    except ValueError as error:
+        trained = {k: record[k] for k in ("depth", "base_filters") if k in record}
+        raise ValueError(
+            f"{path}: another architecture than depth={config.depth}, base_filters="
+            f"{config.base_filters}"
+            + (f" (it was trained with {trained})" if trained else "")
+            + f"; set them as the model was trained ({error})"
+        ) from error
 
 
 def _pack(samples: list):
@@ -822,10 +920,12 @@ def train(
     config : TrainingConfig
         Every parameter of the run.
     data_dir : path, optional
-        Training images in the Kaggle layout (default ``config.TRAIN_DIR``).
+        Training images, in the Kaggle layout or a folder dataset; by default the dataset
+        the config names.
     validation_ids : path, optional
-        Id list of the validation images, none of which is trained on (default the
-        committed split, ``data/splits/validation_ids.txt``).
+        Id list of the validation images, none of which is trained on. By default the
+        dataset's committed split (``data/splits/``), or for a folder of one's own a
+        seeded random 15 %, written to ``<models>/<model_name>.validation_ids.txt``.
     models_dir : path, optional
         Where the model, ``<name>.json`` (the whole config, the environment and the
         results), ``<name>.log.csv`` and the checkpoints go (default ``models/``).
@@ -851,10 +951,8 @@ def train(
     import pandas as pd
 
     from unet_tf import config as paths
-    from unet_tf import data, pipeline
+    from unet_tf import data, datasets, pipeline
 
-    data_dir = Path(data_dir or paths.TRAIN_DIR)
-    validation_ids = Path(validation_ids or paths.VALIDATION_IDS)
     models_dir = Path(models_dir or paths.MODELS_DIR)
     files = config.paths(models_dir)
     strategy = get_strategy(config.distribution)
@@ -862,20 +960,25 @@ def train(
     models_dir.mkdir(parents=True, exist_ok=True)
     keras.utils.set_random_seed(config.seed)
     state = _resume_state(config, files["resume"], resume)
+    dataset = datasets.open_dataset(data_dir or config.dataset, config.window(), config.task)
     initial_epoch = state["epochs_completed"] if state else 0
 
-    train_ids, held_out = data.train_validation_ids(data_dir, validation_ids)
+    validation_ids = datasets.validation_ids_for(
+        dataset, validation_ids, files["validation_ids"], config.seed
+    )
+    train_ids, held_out = data.split_ids(dataset.ids(), validation_ids, dataset.root)
     excluded = set(exclude_ids)
     train_ids = [image_id for image_id in train_ids if image_id not in excluded]
     if config.max_images:
         train_ids, held_out = train_ids[: config.max_images], held_out[: config.max_images]
-    training_set = _load(data_dir, train_ids)
+    training_set = dataset.load(train_ids)
     sources = _sources(training_set) if config.balance else None
-    diameter = _median_diameter(training_set)
+    # One class (a lung, say) has no nucleus size to rescale new images to.
+    diameter = _median_diameter(training_set) if config.task == "instances" else None
     train_samples = _pack(training_set)
     # The decoded float images take several times the memory of the packed ones.
     del training_set
-    validation_samples = _pack(_load(data_dir, held_out))
+    validation_samples = _pack(dataset.load(held_out))
     largest = int(train_samples.shapes[:, :2].numpy().max())
     if config.crop_size > largest:
         raise ValueError(
@@ -911,6 +1014,8 @@ def train(
         net = build_model(config)
         if state:
             restore_checkpoint(net, files["resume"], state)
+        elif config.init_model:
+            initialise_from(net, config)
     if verbose:
         print(
             f"{len(train_ids)} training and {len(held_out)} validation images; "
@@ -921,7 +1026,9 @@ def train(
 
     spent = state["training_minutes"] if state else 0.0
     time_limit = TimeLimit(config.max_minutes, spent_minutes=spent)
-    tracked = training_callbacks(config, files["best"], spent_minutes=spent)
+    tracked = training_callbacks(
+        config, files["best"], spent_minutes=spent, spent_epochs=initial_epoch
+    )
     if state:
         # The log is rewritten from the checkpoint, dropping any epoch logged after it.
         write_log(files["log"], state["history"])
@@ -980,7 +1087,9 @@ def train(
         },
         train_images=len(train_ids),
         validation_images=len(held_out),
-        data=str(data_dir),
+        data=str(dataset.root),
+        validation_ids=str(validation_ids),
+        excluded_ids=sorted(exclude_ids),
         # The median nucleus size trained on: inference rescales images towards it.
         nucleus_diameter=diameter,
     )

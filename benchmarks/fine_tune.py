@@ -1,0 +1,135 @@
+"""Fine-tuning on a few annotated images of a source the model has never seen.
+
+Takes the default model that ``benchmarks/generalization.py`` trained without its held-out
+groups (``models/generalization/generalization-default.keras``), picks a few images of one
+held-out group (by default 5 of ``stained 320x256``, the H&E tissue), fine-tunes the model on
+them for a few epochs (``init_model``, the same as ``train --init-model`` and the training
+notebook's parameter), and scores the rest of the group, and the validation split, before
+and after. Two further images of the group serve as the fine-tuning's validation images and
+are not scored. Both models use the base model's tuned post-processing; each rescales images
+to the nucleus size of its own training images. Writes ``reports/fine_tune.json`` and
+prints a Markdown table::
+
+    .venv/bin/python benchmarks/fine_tune.py [--group "stained 320x256"] [--images 5] [--epochs 3]
+
+The budget is in epochs of 50 batches, so the result does not depend on what else the CPU
+runs; the minutes it took are recorded.
+"""
+
+import argparse
+import sys
+import tempfile
+import time
+from dataclasses import asdict, replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from unet_tf import config, data, evaluation, files, predict, training
+
+BASE = config.MODELS_DIR / "generalization" / "generalization-default.keras"
+
+
+def scores_of(model_path: Path, settings: dict, samples: list) -> pd.DataFrame:
+    """Per-image scores of a saved model with ``settings``."""
+    model = training.load_model(model_path)
+    return evaluation.score_model(model, samples, settings)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--base", type=Path, default=BASE, help="the model to fine-tune")
+    parser.add_argument("--group", default="stained 320x256", help="the held-out group")
+    parser.add_argument("--images", type=int, default=5, help="annotated images to train on")
+    parser.add_argument("--epochs", type=int, default=3, help="fine-tuning budget")
+    parser.add_argument("--learning-rate", type=float, default=3e-4, help="peak learning rate")
+    parser.add_argument("--seed", type=int, default=2018, help="which images are picked")
+    args = parser.parse_args(argv)
+
+    base_record = training.read_run_record(args.base.with_suffix(".json"))
+    if not base_record.get("excluded_ids"):
+        print(f"error: {args.base} was trained on every image; run generalization.py first")
+        return 2
+    index = data.build_index(config.TRAIN_DIR, cache_dir=config.LABEL_CACHE)
+    sizes = index.width.astype(str) + "x" + index.height.astype(str)
+    group = sorted(index.image_id[(index.imaging_type + " " + sizes) == args.group])
+    unseen = sorted(set(group) & set(base_record["excluded_ids"]))
+    if len(unseen) < args.images + 3:
+        print(f"error: {args.group!r} has {len(unseen)} images the base model never saw")
+        return 2
+    picked = np.random.default_rng(args.seed).permutation(unseen)
+    tune_ids = sorted(picked[: args.images])
+    check_ids = sorted(picked[args.images : args.images + 2])
+    rest = sorted(picked[args.images + 2 :])
+
+    base = replace(
+        training.TrainingConfig(**base_record["parameters"]),
+        init_model=str(args.base),
+        epochs=args.epochs,
+        max_minutes=24 * 60.0,
+        learning_rate=args.learning_rate,
+        # A handful of images of one source: nothing to balance.
+        balance=0.0,
+        model_name="fine-tuned",
+    )
+    models_dir = config.MODELS_DIR / "fine_tune"
+    everything = [p.name for p in data.list_sample_dirs(config.TRAIN_DIR)]
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory() as folder:
+        validation_file = Path(folder) / "validation_ids.txt"
+        data.save_ids(validation_file, check_ids)
+        training.train(
+            base,
+            data_dir=config.TRAIN_DIR,
+            validation_ids=validation_file,
+            models_dir=models_dir,
+            resume=False,
+            exclude_ids=[i for i in everything if i not in tune_ids],
+        )
+    minutes = (time.monotonic() - started) / 60
+    tuned_record = training.read_run_record(models_dir / "fine-tuned.json")
+
+    _, settings, _ = predict.load_model_and_settings(args.base)
+    settings = {**settings, "tta": False}
+    tuned_settings = {**settings, "nucleus_diameter": tuned_record["nucleus_diameter"]}
+    group_samples = data.load_samples(config.TRAIN_DIR, ids=rest, cache_dir=config.LABEL_CACHE)
+    validation = [
+        s for s in evaluation.validation_samples() if s[0] not in set(base_record["excluded_ids"])
+    ]
+    rows = []
+    for name, path, used in (
+        ("before (default model)", args.base, settings),
+        ("after fine-tuning", models_dir / "fine-tuned.keras", tuned_settings),
+    ):
+        on_group = scores_of(path, used, group_samples)
+        on_validation = scores_of(path, used, validation)
+        rows.append(
+            {
+                "model": name,
+                f"{args.group} DSB ({len(rest)} images)": on_group.dsb_score.mean(),
+                f"{args.group} F1@0.5": on_group.f1.mean(),
+                f"validation split DSB ({len(validation)} images)": on_validation.dsb_score.mean(),
+            }
+        )
+    table = pd.DataFrame(rows)
+    print(evaluation.markdown_table(table))
+    files.write_json(
+        config.REPORTS_DIR / "fine_tune.json",
+        {
+            "group": args.group,
+            "fine_tuning_ids": tune_ids,
+            "fine_tuning_validation_ids": check_ids,
+            "scored_ids": rest,
+            "minutes_training": tuned_record["training_minutes"],
+            "minutes_total": round(minutes, 1),
+            "epochs": tuned_record["epochs_trained"],
+            "recipe": asdict(base),
+            "rows": rows,
+        },
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
