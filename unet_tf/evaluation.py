@@ -193,6 +193,20 @@ def semantic_samples(record: dict, max_images: int = 0) -> list[Sample]:
     return dataset.load(ids[:max_images] if max_images else ids)
 
 
+def predict_semantic(
+    model, samples: Sequence[Sample], record: dict, tile_size: int = 1024, tta: bool = False
+) -> list[np.ndarray]:
+    """The outputs of a one-class model for ``samples``, at their own size: each image
+    resampled by the ``input_scale`` of its training run (see the training record), predicted,
+    and the output resampled back."""
+    settings = {
+        "tile_size": tile_size,
+        "tta": tta,
+        "input_scale": record["parameters"].get("input_scale", 1.0),
+    }
+    return [inference.predict(model, image, settings)[0] for _, image, _ in samples]
+
+
 def score_semantic(
     samples: Sequence[Sample], outputs: Sequence[np.ndarray], threshold: float = 0.5
 ) -> pd.DataFrame:

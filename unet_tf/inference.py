@@ -304,11 +304,13 @@ def image_scale(
     ``settings["nucleus_diameter"]``. A known size of the image's nuclei,
     ``settings["image_nucleus_diameter"]`` (``predict --nucleus-diameter``), gives the
     factor directly; otherwise it is estimated (:func:`estimate_scale`, which reuses
-    ``first_output``, the plain output at the image's own scale, if given).
+    ``first_output``, the plain output at the image's own scale, if given). Without
+    rescaling, a model trained on resampled images (``input_scale`` of its training, e.g.
+    0.5 for CT slices) gets its images resampled by the same factor.
     """
     target = settings.get("nucleus_diameter")
     if not settings.get("rescale") or not target:
-        return 1.0
+        return float(settings.get("input_scale", 1.0))
     if _estimated(settings):
         return estimate_scale(
             model, image, target, settings["tile_size"], first_output=first_output

@@ -273,7 +273,9 @@ def load_model_and_settings(model_path: Path) -> tuple[object, dict, bool]:
     parameters = record.get("parameters", {})
     # A model trained through an intensity window (CT) reads new images through it too.
     window = [parameters.get("window_min", 0.0), parameters.get("window_max", 0.0)]
+    # It was also trained on images resampled by input_scale, if not 1.
     window = {"window": window} if any(window) else {}
+    window["input_scale"] = parameters.get("input_scale", 1.0)
     try:
         return net, {**inference.read_settings(model_path), **window}, True
     except FileNotFoundError:

@@ -500,6 +500,10 @@ class TrainingConfig:
         Intensity window of the images (CT), mapped to [0, 1]; both 0: no window.
     init_model : str
         A trained ``.keras`` model to start from (fine-tuning); empty: random weights.
+    input_scale : float
+        Resample every image (and its labels) by this factor before training, and new
+        images by the same factor at inference: 0.5 halves the sides, so that a 256-pixel
+        crop holds a whole 512-pixel CT slice and the network sees twice the context.
 
     Raises
     ------
@@ -537,6 +541,7 @@ class TrainingConfig:
     window_min: float = 0.0
     window_max: float = 0.0
     init_model: str = ""
+    input_scale: float = 1.0
 
     def __post_init__(self):
         for item in fields(self):
@@ -583,6 +588,8 @@ class TrainingConfig:
                 f"colour_augmentation must be in [0, 1], got {self.colour_augmentation}"
             )
         self.augmentation()  # Checks max_scale.
+        if not 0.125 <= self.input_scale <= 4.0:
+            raise ValueError(f"input_scale must be in [0.125, 4], got {self.input_scale}")
         if (self.window_min or self.window_max) and not self.window_max > self.window_min:
             raise ValueError(
                 f"the intensity window needs window_min < window_max, got "
@@ -870,6 +877,22 @@ def initialise_from(net: keras.Model, config: TrainingConfig) -> None:
         ) from error
 
 
+def _resampled(samples: list, factor: float) -> list:
+    """Samples resampled by ``factor``: images bilinear, labels nearest neighbour."""
+    if factor == 1.0:
+        return samples
+    import tensorflow as tf
+
+    from unet_tf import inference
+
+    resampled = []
+    for image_id, image, labels in samples:
+        shape = inference.scaled_shape(image.shape, factor)
+        nearest = tf.image.resize(labels[..., None], shape, method="nearest").numpy()[..., 0]
+        resampled.append((image_id, inference.resize(image, shape), nearest.astype(np.int32)))
+    return resampled
+
+
 def _pack(samples: list):
     from unet_tf import pipeline
 
@@ -971,14 +994,14 @@ def train(
     train_ids = [image_id for image_id in train_ids if image_id not in excluded]
     if config.max_images:
         train_ids, held_out = train_ids[: config.max_images], held_out[: config.max_images]
-    training_set = dataset.load(train_ids)
+    training_set = _resampled(dataset.load(train_ids), config.input_scale)
     sources = _sources(training_set) if config.balance else None
     # One class (a lung, say) has no nucleus size to rescale new images to.
     diameter = _median_diameter(training_set) if config.task == "instances" else None
     train_samples = _pack(training_set)
     # The decoded float images take several times the memory of the packed ones.
     del training_set
-    validation_samples = _pack(dataset.load(held_out))
+    validation_samples = _pack(_resampled(dataset.load(held_out), config.input_scale))
     largest = int(train_samples.shapes[:, :2].numpy().max())
     if config.crop_size > largest:
         raise ValueError(
