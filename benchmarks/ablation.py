@@ -76,11 +76,7 @@ def run(name: str, change: dict, epochs: int, models_dir: Path, max_images: int,
         max_images=max_images,
         model_name="ablation-" + "".join(c if c.isalnum() else "-" for c in name.lower()),
     )
-    found = training.finished_run(recipe, models_dir) if reuse else None
-    if found is None:
-        training.train(recipe, models_dir=models_dir, resume=False)
-        found = training.finished_run(recipe, models_dir)
-    model, record = found
+    model, record = training.train_or_reuse(recipe, models_dir, reuse)
     samples = evaluation.validation_samples(max_images)
     tuning = evaluation.tune(
         model, samples, tta=False, nucleus_diameter=record.get("nucleus_diameter")

@@ -72,17 +72,9 @@ def run_recipe(
     """
     recipe = replace(training.TrainingConfig(), **settings, max_minutes=minutes, model_name=name)
     excluded = list(held_out.index)
-    found = training.finished_run(recipe, models_dir, excluded) if reuse else None
-    if found is None:
-        training.train(
-            recipe,
-            validation_ids=validation_file,
-            models_dir=models_dir,
-            resume=False,
-            exclude_ids=excluded,
-        )
-        found = training.finished_run(recipe, models_dir, excluded)
-    model, record = found
+    model, record = training.train_or_reuse(
+        recipe, models_dir, reuse, validation_ids=validation_file, exclude_ids=excluded
+    )
     paths = recipe.paths(models_dir)
     diameter = record.get("nucleus_diameter") if rescale else None
     validation = evaluation.validation_samples(max_images, ids_path=validation_file)

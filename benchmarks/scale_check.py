@@ -13,22 +13,11 @@ import argparse
 import sys
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
-import tensorflow as tf
 
 from unet_tf import config, evaluation, files, inference, predict
 
 FACTORS = (0.5, 1.0, 2.0, 4.0)
-
-
-def resampled(sample, factor: float):
-    """An ``(image_id, image, labels)`` sample at ``factor`` times its size."""
-    image_id, image, labels = sample
-    shape = inference.scaled_shape(image.shape, factor)
-    image = inference.resize(image, shape)
-    labels = tf.image.resize(labels[..., None].astype(np.float32), shape, method="nearest")
-    return image_id, image, np.round(labels.numpy()[..., 0]).astype(np.int32)
 
 
 def main(argv=None) -> int:
@@ -52,7 +41,7 @@ def main(argv=None) -> int:
         scores = {True: [], False: []}
         # One image at a time: 4x the largest validation images is hundreds of megabytes.
         for sample in samples:
-            scaled = resampled(sample, factor)
+            (scaled,) = inference.resample_samples([sample], factor)
             image = scaled[1]
             # Without TTA the plain pass is both the answer without rescaling and the first
             # pass of the size estimate, as predict uses it.

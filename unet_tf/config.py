@@ -41,8 +41,6 @@ from pathlib import Path
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 # The fixed validation split is part of the repository, not of the (ignored) data tree.
 SPLITS_DIR = PROJECT_ROOT / "data" / "splits"
-# The make report profiles (unet_tf.report), also read by `make data` (unet_tf.fetch).
-PROFILES_DIR = PROJECT_ROOT / "notebooks" / "profiles"
 
 
 def _env_path(name: str, default: Path) -> Path:

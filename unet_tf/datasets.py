@@ -119,6 +119,19 @@ def read_folder_image(path: str | Path, window: Sequence[float] | None = None) -
     return apply_window(pixels, window, path)
 
 
+def recorded_window(parameters: dict) -> tuple[float, float] | None:
+    """The intensity window training ``parameters`` name (``window_min``, ``window_max``;
+    a record or ``TrainingConfig`` fields), or None where both are 0 or absent.
+
+    >>> recorded_window({"window_min": -1000.0, "window_max": 400.0})
+    (-1000.0, 400.0)
+    >>> recorded_window({}) is None
+    True
+    """
+    window = (parameters.get("window_min", 0.0), parameters.get("window_max", 0.0))
+    return window if any(window) else None
+
+
 def apply_window(
     pixels: np.ndarray, window: Sequence[float], path: str | Path = "image"
 ) -> np.ndarray:

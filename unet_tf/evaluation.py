@@ -185,10 +185,8 @@ def semantic_samples(record: dict, max_images: int = 0) -> list[Sample]:
     parameters = record["parameters"]
     if "validation_ids" not in record:
         raise ValueError("the training record names no validation split; train the model again")
-    window = (parameters["window_min"], parameters["window_max"])
-    dataset = datasets.open_dataset(
-        record["data"], window if any(window) else None, parameters["task"]
-    )
+    window = datasets.recorded_window(parameters)
+    dataset = datasets.open_dataset(record["data"], window, parameters["task"])
     ids = data.load_ids(record["validation_ids"])
     return dataset.load(ids[:max_images] if max_images else ids)
 

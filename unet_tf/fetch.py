@@ -16,7 +16,6 @@ environment exists::
 """
 
 import argparse
-import json
 import shutil
 import sys
 import tempfile
@@ -218,11 +217,19 @@ def fetch_lung_ct(target: Path | None = None, source: Path | None = None) -> int
     """
     target = Path(target or config.LUNG_CT_DIR)
     source = Path(source or config.LUNG_CT_SOURCE)
-    if (target / "images").is_dir():
-        count = sum(1 for entry in (target / "images").iterdir() if entry.is_file())
-        _log(f"{target} is in place ({count} images); nothing to do")
-        return count
-    archive_path = source / "lung_ct.zip"
+    in_place = (target / "images").is_dir()
+    if not in_place:
+        _unpack_lung_ct(source / "lung_ct.zip", target)
+    count = sum(1 for entry in (target / "images").iterdir() if entry.is_file())
+    _log(
+        f"{target} is in place ({count} images); nothing to do"
+        if in_place
+        else f"{target}: {count} images"
+    )
+    return count
+
+
+def _unpack_lung_ct(archive_path: Path, target: Path) -> None:
     if not archive_path.is_file():
         raise DataUnavailableError(
             f"{archive_path}: no such file. Put lung_ct.zip (Kaggle's \"Finding and Measuring "
@@ -233,9 +240,6 @@ def fetch_lung_ct(target: Path | None = None, source: Path | None = None) -> int
     _remove_partials(target.parent)
     _log(f"checking and unpacking {archive_path}")
     unpack(archive_path, target, rename={"2d_images": "images", "2d_masks": "masks"})
-    count = sum(1 for entry in (target / "images").iterdir() if entry.is_file())
-    _log(f"{target}: {count} images")
-    return count
 
 
 DATASETS = ("dsb2018", "lung_ct")
@@ -247,13 +251,12 @@ def profile_datasets(profile: str) -> list[str]:
     Raises
     ------
     FileNotFoundError
-        If there is no such profile.
+        If there is no such profile; the message lists the profiles there are.
     """
-    path = Path(profile) if profile.endswith(".json") else config.PROFILES_DIR / f"{profile}.json"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such profile")
-    parameters = json.loads(path.read_text()).get("parameters", {})
-    return [parameters.get("dataset", "dsb2018")]
+    # report's top-level imports are the standard library's and config's, as here.
+    from unet_tf import report
+
+    return [report.load_profile(profile)["parameters"].get("dataset", "dsb2018")]
 
 
 def main(argv: list[str] | None = None) -> int:

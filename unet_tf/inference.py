@@ -225,6 +225,21 @@ def scaled_shape(shape: tuple[int, ...], scale: float) -> tuple[int, int]:
     return max(1, round(shape[0] * scale)), max(1, round(shape[1] * scale))
 
 
+def resample_samples(samples: list, factor: float) -> list:
+    """``(image_id, image, labels)`` samples resampled by ``factor``: images bilinear (see
+    :func:`resize`), labels nearest neighbour, so they stay whole labels."""
+    if factor == 1.0:
+        return samples
+    import tensorflow as tf
+
+    resampled = []
+    for image_id, image, labels in samples:
+        shape = scaled_shape(image.shape, factor)
+        nearest = tf.image.resize(labels[..., None], shape, method="nearest").numpy()[..., 0]
+        resampled.append((image_id, resize(image, shape), nearest.astype(np.int32)))
+    return resampled
+
+
 def inscribed_diameters(labels: np.ndarray) -> np.ndarray:
     """Twice the radius of the largest circle inside each object of a label image.
 

@@ -265,21 +265,22 @@ def load_model_and_settings(model_path: Path) -> tuple[object, dict, bool]:
     ValueError
         If the file is not a Keras model.
     """
-    from unet_tf import inference, training
+    from unet_tf import datasets, inference, training
 
     net = training.load_model(model_path)
     record_path = Path(model_path).with_suffix(".json")
     record = training.read_run_record(record_path) if record_path.is_file() else {}
     parameters = record.get("parameters", {})
-    # A model trained through an intensity window (CT) reads new images through it too.
-    window = [parameters.get("window_min", 0.0), parameters.get("window_max", 0.0)]
-    # It was also trained on images resampled by input_scale, if not 1.
-    window = {"window": window} if any(window) else {}
-    window["input_scale"] = parameters.get("input_scale", 1.0)
+    # A model trained through an intensity window (CT), or on images resampled by
+    # input_scale, reads new images the same way.
+    window = datasets.recorded_window(parameters)
+    as_trained = {"input_scale": parameters.get("input_scale", 1.0)}
+    if window:
+        as_trained["window"] = list(window)
     try:
-        return net, {**inference.read_settings(model_path), **window}, True
+        return net, {**inference.read_settings(model_path), **as_trained}, True
     except FileNotFoundError:
-        settings = {**inference.FALLBACK_SETTINGS, **window}
+        settings = {**inference.FALLBACK_SETTINGS, **as_trained}
         # Untuned, the training record still tells the nucleus size to rescale images to.
         if record:
             diameter = record.get("nucleus_diameter")

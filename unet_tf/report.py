@@ -45,7 +45,7 @@ from unet_tf import config
 from unet_tf.files import atomic_path, write_json
 
 NOTEBOOKS_DIR = config.PROJECT_ROOT / "notebooks"
-PROFILES_DIR = config.PROFILES_DIR
+PROFILES_DIR = NOTEBOOKS_DIR / "profiles"
 REQUIREMENTS = config.PROJECT_ROOT / "requirements.txt"
 KERNEL_NAME = "unet-tf"
 

@@ -626,7 +626,9 @@ class TrainingConfig:
 
     def window(self) -> tuple[float, float] | None:
         """The intensity window ``(window_min, window_max)``, or None for none."""
-        return (self.window_min, self.window_max) if self.window_min or self.window_max else None
+        from unet_tf import datasets
+
+        return datasets.recorded_window(asdict(self))
 
     def augmentation(self):
         """The :class:`unet_tf.pipeline.Augmentation` of this config."""
@@ -673,6 +675,20 @@ def finished_run(
     if sorted(record.get("excluded_ids", [])) != sorted(exclude_ids):
         return None
     return load_model(paths["model"]), record
+
+
+def train_or_reuse(
+    config: TrainingConfig, models_dir: str | Path, reuse: bool = False, **train_arguments
+) -> tuple[keras.Model, dict]:
+    """The model and record of a run of ``config``: with ``reuse`` those a finished run of
+    exactly this config (and ``exclude_ids``) left (see :func:`finished_run`), else freshly
+    trained with :func:`train` (``resume=False``) and ``train_arguments``."""
+    exclude_ids = train_arguments.get("exclude_ids", ())
+    found = finished_run(config, models_dir, exclude_ids) if reuse else None
+    if found is None:
+        result = train(config, models_dir=models_dir, resume=False, **train_arguments)
+        found = result.model, read_run_record(result.paths["record"])
+    return found
 
 
 @dataclass
@@ -877,22 +893,6 @@ def initialise_from(net: keras.Model, config: TrainingConfig) -> None:
         ) from error
 
 
-def _resampled(samples: list, factor: float) -> list:
-    """Samples resampled by ``factor``: images bilinear, labels nearest neighbour."""
-    if factor == 1.0:
-        return samples
-    import tensorflow as tf
-
-    from unet_tf import inference
-
-    resampled = []
-    for image_id, image, labels in samples:
-        shape = inference.scaled_shape(image.shape, factor)
-        nearest = tf.image.resize(labels[..., None], shape, method="nearest").numpy()[..., 0]
-        resampled.append((image_id, inference.resize(image, shape), nearest.astype(np.int32)))
-    return resampled
-
-
 def _pack(samples: list):
     from unet_tf import pipeline
 
@@ -974,7 +974,7 @@ def train(
     import pandas as pd
 
     from unet_tf import config as paths
-    from unet_tf import data, datasets, pipeline
+    from unet_tf import data, datasets, inference, pipeline
 
     models_dir = Path(models_dir or paths.MODELS_DIR)
     files = config.paths(models_dir)
@@ -994,14 +994,16 @@ def train(
     train_ids = [image_id for image_id in train_ids if image_id not in excluded]
     if config.max_images:
         train_ids, held_out = train_ids[: config.max_images], held_out[: config.max_images]
-    training_set = _resampled(dataset.load(train_ids), config.input_scale)
+    training_set = inference.resample_samples(dataset.load(train_ids), config.input_scale)
     sources = _sources(training_set) if config.balance else None
     # One class (a lung, say) has no nucleus size to rescale new images to.
     diameter = _median_diameter(training_set) if config.task == "instances" else None
     train_samples = _pack(training_set)
     # The decoded float images take several times the memory of the packed ones.
     del training_set
-    validation_samples = _pack(_resampled(dataset.load(held_out), config.input_scale))
+    validation_samples = _pack(
+        inference.resample_samples(dataset.load(held_out), config.input_scale)
+    )
     largest = int(train_samples.shapes[:, :2].numpy().max())
     if config.crop_size > largest:
         raise ValueError(
