@@ -48,11 +48,11 @@ def input_channels(representation: str) -> int:
 
 
 def _percentiles(values: tf.Tensor, percents) -> tf.Tensor:
-    """Percentiles of a flat tensor (nearest rank)."""
-    ordered = tf.sort(values)
-    last = tf.cast(tf.shape(ordered)[0] - 1, tf.float32)
+    """Percentiles along the last axis of ``(..., n)`` values (nearest rank)."""
+    ordered = tf.sort(values, axis=-1)
+    last = tf.cast(tf.shape(ordered)[-1] - 1, tf.float32)
     ranks = tf.cast(tf.round(last * tf.constant(percents, tf.float32) / 100.0), tf.int32)
-    return tf.gather(ordered, ranks)
+    return tf.gather(ordered, ranks, axis=-1)
 
 
 def _gray(image: tf.Tensor, channel_weights=None) -> tf.Tensor:
@@ -60,6 +60,36 @@ def _gray(image: tf.Tensor, channel_weights=None) -> tf.Tensor:
         return tf.reduce_mean(image, axis=-1)
     weights = tf.convert_to_tensor(channel_weights, tf.float32)
     return tf.reduce_sum(image * weights, axis=-1) / tf.reduce_sum(weights)
+
+
+def batch_statistics(
+    images, channel_weights=None, percentiles: tuple[float, float] = PERCENTILES
+) -> tf.Tensor:
+    """:func:`statistics` of every image of a ``(batch, height, width, channels)`` batch.
+
+    Returns ``(batch, 3)``. This is the one implementation: :func:`statistics` calls it on
+    a batch of one, and the bioimage.io export (:mod:`unet_tf.modelzoo`) builds it into
+    the exported graph, so that the normalisation cannot differ between the two.
+    """
+    images = tf.convert_to_tensor(images, tf.float32)
+    shape = tf.shape(images)
+    pixels = tf.cast(shape[1] * shape[2], tf.float32)
+    stride = tf.cast(tf.math.ceil(tf.sqrt(pixels / _SAMPLE_PIXELS)), tf.int32)
+    gray = _gray(images[:, ::stride, ::stride], channel_weights)
+    gray = tf.reshape(gray, [shape[0], -1])
+    lower, upper = percentiles
+    # One sort serves both polarities: percentile p of the inverted image is one minus
+    # percentile 100 - p of the image.
+    darkest, median, brightest, low, high, low_inverted, high_inverted = tf.unstack(
+        _percentiles(gray, [0.0, 50.0, 100.0, lower, upper, 100.0 - lower, 100.0 - upper]),
+        axis=-1,
+    )
+    bright_background = median - darkest > brightest - median
+    low = tf.where(bright_background, 1.0 - low_inverted, low)
+    high = tf.where(bright_background, 1.0 - high_inverted, high)
+    top = tf.where(bright_background, 1.0 - darkest, brightest)
+    high = tf.maximum(high, low + 0.25 * (top - low))
+    return tf.stack([tf.cast(bright_background, tf.float32), low, high], axis=-1)
 
 
 def statistics(
@@ -72,28 +102,20 @@ def statistics(
     training as at inference. ``invert`` is 1.0 where the background is bright.
     """
     image = tf.convert_to_tensor(image, tf.float32)
-    shape = tf.shape(image)
-    pixels = tf.cast(shape[0] * shape[1], tf.float32)
-    stride = tf.cast(tf.math.ceil(tf.sqrt(pixels / _SAMPLE_PIXELS)), tf.int32)
-    gray = tf.reshape(_gray(image[::stride, ::stride], channel_weights), [-1])
-    lower, upper = percentiles
-    # One sort serves both polarities: percentile p of the inverted image is one minus
-    # percentile 100 - p of the image.
-    darkest, median, brightest, low, high, low_inverted, high_inverted = tf.unstack(
-        _percentiles(gray, [0.0, 50.0, 100.0, lower, upper, 100.0 - lower, 100.0 - upper])
-    )
-    bright_background = median - darkest > brightest - median
-    low = tf.where(bright_background, 1.0 - low_inverted, low)
-    high = tf.where(bright_background, 1.0 - high_inverted, high)
-    top = tf.where(bright_background, 1.0 - darkest, brightest)
-    high = tf.maximum(high, low + 0.25 * (top - low))
-    return tf.stack([tf.cast(bright_background, tf.float32), low, high])
+    return batch_statistics(image[None], channel_weights, percentiles)[0]
 
 
 def normalize(image, stats: tf.Tensor, channel_weights=None) -> tf.Tensor:
-    """Apply :func:`statistics` of a whole image to it, or to any crop of it."""
+    """Apply :func:`statistics` of a whole image to it, or to any crop of it.
+
+    Also takes a batch of images with ``(batch, 3)`` statistics of :func:`batch_statistics`.
+    """
     image = tf.convert_to_tensor(image, tf.float32)
-    invert, low, high = tf.unstack(stats)
+    stats = tf.convert_to_tensor(stats, tf.float32)
+    if image.shape.rank == 4:
+        # One row of statistics per image, broadcast over its pixels.
+        stats = stats[:, None, None, :]
+    invert, low, high = tf.unstack(stats, axis=-1)
     gray = _gray(image, channel_weights)
     gray = invert * (1.0 - gray) + (1.0 - invert) * gray
     # A flat image has no range to stretch; it stays flat (and dark) rather than noise.
