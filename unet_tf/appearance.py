@@ -159,11 +159,12 @@ def nuclei_bright(
     return normalize(image, stats, channel_weights)
 
 
-def to_model_input(image: np.ndarray, channels: int) -> np.ndarray:
+def to_model_input(image: np.ndarray, channels: int, stats=None) -> np.ndarray:
     """An image as a model with ``channels`` inputs takes it.
 
     Models of the ``rgb`` representation (3 channels) take the image as read; models of
-    ``nuclei_bright`` (1 channel) take :func:`nuclei_bright` of it.
+    ``nuclei_bright`` (1 channel) take :func:`nuclei_bright` of it, or, for a part of a
+    larger image, :func:`normalize` with the whole image's ``stats`` (:func:`statistics`).
 
     Raises
     ------
@@ -173,6 +174,8 @@ def to_model_input(image: np.ndarray, channels: int) -> np.ndarray:
     if image.ndim != 3:
         raise ValueError(f"image must be (height, width, channels), got shape {image.shape}")
     if channels == 1:
+        if stats is not None:
+            return normalize(image, stats).numpy()
         return nuclei_bright(image).numpy()
     if channels == 3:
         if image.shape[-1] == 1:

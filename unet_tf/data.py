@@ -115,27 +115,47 @@ def _decode_png_16bit(path: Path) -> np.ndarray:
         raise ValueError(f"{path}: cannot read the image ({error.message})") from error
 
 
-def _to_unit_range(pixels: np.ndarray, path: Path) -> np.ndarray:
+def value_range(pixels: np.ndarray, path: str | Path = "image") -> tuple[float, float]:
+    """The raw values that map to 0 and 1 when an image is read (see :func:`pixels_to_image`).
+
+    8-bit images span 0..255 and 16-bit ones 0..65535; float images already in [0, 1] are
+    kept, others are scaled by their own range. A block of a large image is converted with
+    the range of the whole image, so that all blocks are scaled alike.
+
+    Raises
+    ------
+    ValueError
+        If the values cannot be an image (negative or above 16-bit integers, NaN, an
+        unsupported type); the message names ``path``.
+    """
     if pixels.dtype == np.uint8:
-        return pixels.astype(np.float32) / 255.0
+        return 0.0, 255.0
     if pixels.dtype == np.uint16 or (pixels.dtype.kind in "iu" and pixels.max(initial=0) > 255):
         # Pillow returns 16-bit grayscale as uint16 or int32 ("I" mode) depending on the file.
         if pixels.min(initial=0) < 0 or pixels.max(initial=0) > 65535:
             raise ValueError(f"{path}: integer pixel values outside 0..65535")
-        return pixels.astype(np.float32) / 65535.0
+        return 0.0, 65535.0
     if pixels.dtype.kind in "iu":
-        return pixels.astype(np.float32) / 255.0
+        return 0.0, 255.0
     if pixels.dtype == np.bool_:
-        return pixels.astype(np.float32)
+        return 0.0, 1.0
     if pixels.dtype.kind == "f":
         if not np.all(np.isfinite(pixels)):
             raise ValueError(f"{path}: the image holds NaN or infinite values")
         low, high = float(pixels.min()), float(pixels.max())
-        # Float images already in [0, 1] are kept; others are scaled by their own range.
         if low >= 0.0 and high <= 1.0:
-            return pixels.astype(np.float32)
-        return ((pixels - low) / max(high - low, 1e-12)).astype(np.float32)
+            return 0.0, 1.0
+        return low, max(high, low + 1e-12)
     raise ValueError(f"{path}: unsupported pixel type {pixels.dtype}")
+
+
+def _to_unit_range(
+    pixels: np.ndarray, path: Path, values: tuple[float, float] | None = None
+) -> np.ndarray:
+    low, high = values or value_range(pixels, path)
+    if (low, high) == (0.0, 1.0):
+        return pixels.astype(np.float32)
+    return ((pixels.astype(np.float32) - np.float32(low)) / np.float32(high - low)).clip(0, 1)
 
 
 def read_pixels(path: str | Path) -> np.ndarray:
@@ -177,15 +197,19 @@ def read_image(path: str | Path, channels: int = 3) -> np.ndarray:
 
 
 def pixels_to_image(
-    pixels: np.ndarray, path: str | Path = "image", channels: int = 3
+    pixels: np.ndarray,
+    path: str | Path = "image",
+    channels: int = 3,
+    values: tuple[float, float] | None = None,
 ) -> np.ndarray:
     """Float32 ``(height, width, channels)`` in [0, 1] from raw pixels, as :func:`read_image`.
 
-    ``path`` only names the source in error messages.
+    ``path`` only names the source in error messages. ``values`` (see :func:`value_range`)
+    are the raw values mapped to 0 and 1, by default those of ``pixels`` themselves.
     """
     if channels not in (1, 3):
         raise ValueError(f"channels must be 1 or 3, got {channels!r}")
-    image = _to_unit_range(pixels, path)
+    image = _to_unit_range(pixels, path, values)
     if image.ndim == 2:
         image = image[..., None]
     if image.ndim != 3 or image.shape[-1] not in (1, 2, 3, 4):

@@ -105,6 +105,7 @@ def predict_full(
     overlap: int | None = None,
     tta: bool = False,
     batch_size: int | None = None,
+    stats: np.ndarray | None = None,
 ) -> np.ndarray:
     """Predict an image of any size at full resolution.
 
@@ -127,6 +128,10 @@ def predict_full(
     batch_size : int, optional
         Tiles (or transformed copies of a tile) per model call; by default as many as fit
         in about one megapixel.
+    stats : numpy.ndarray, optional
+        Normalisation statistics of the whole image (:func:`unet_tf.appearance.statistics`)
+        when ``image`` is one block of a larger one (see :mod:`unet_tf.large`); by default
+        they are computed on ``image``.
 
     Returns
     -------
@@ -149,7 +154,7 @@ def predict_full(
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     # The model's input representation, computed on the whole image before it is tiled, so
     # every tile is normalised alike (see unet_tf.appearance).
-    image = appearance.to_model_input(image, model_channels(model))
+    image = appearance.to_model_input(image, model_channels(model), stats)
     transforms = DIHEDRAL if tta else (0,)
     height, width = image.shape[:2]
     tile_height, tops = axis_tiles(height, tile_size, overlap, multiple)
@@ -339,12 +344,15 @@ def _estimated(settings: dict) -> bool:
     return bool(rescaling) and not settings.get("image_nucleus_diameter")
 
 
-def predict(model, image: np.ndarray, settings: dict, scale: float | None = None):
+def predict(
+    model, image: np.ndarray, settings: dict, scale: float | None = None, stats=None
+):
     """The network's output for an image at its own size, rescaled as ``settings`` say.
 
     The image is resampled by the factor of :func:`image_scale` (or ``scale``), predicted
     (:func:`predict_full`, with TTA if asked), and the output resampled back, so labels
-    always come at the image's own size. Returns ``(output, scale)``.
+    always come at the image's own size. ``stats`` are the normalisation statistics of the
+    whole image when ``image`` is a block of it. Returns ``(output, scale)``.
     """
     plain = None
     if scale is None:
@@ -357,7 +365,9 @@ def predict(model, image: np.ndarray, settings: dict, scale: float | None = None
             return plain, scale
     shape = image.shape[:2]
     scaled = resize(image, scaled_shape(shape, scale)) if scale != 1.0 else image
-    output = predict_full(model, scaled, tile_size=settings["tile_size"], tta=settings["tta"])
+    output = predict_full(
+        model, scaled, tile_size=settings["tile_size"], tta=settings["tta"], stats=stats
+    )
     return (resize(output, shape) if scale != 1.0 else output), scale
 
 

@@ -130,7 +130,10 @@ def output_names(
 
 
 def to_model_input(
-    pixels: np.ndarray, path: Path, window: Sequence[float] | None = None
+    pixels: np.ndarray,
+    path: Path,
+    window: Sequence[float] | None = None,
+    conversion: dict | None = None,
 ) -> np.ndarray:
     """Float32 ``(H, W, 3)`` model input in [0, 1] from raw pixels of any type.
 
@@ -138,18 +141,34 @@ def to_model_input(
     microscopy, float) rarely use their full range, so they are scaled to put their 99.9th
     percentile at 1: a 12-bit image in a 16-bit file then looks to the model as it would
     have as an 8-bit export. A model trained through an intensity window (CT) gets its
-    images through the same window.
+    images through the same window. ``conversion`` (see :func:`input_conversion`) holds
+    these numbers for a whole image when ``pixels`` is one block of it.
     """
     if window:
         from unet_tf import datasets
 
         return datasets.apply_window(pixels, window, path)
-    image = data.pixels_to_image(pixels, path, channels=3)
-    if pixels.dtype != np.uint8:
-        top = float(np.percentile(image, 99.9))
-        if top > 0:
-            image = np.clip(image / top, 0.0, 1.0)
+    conversion = conversion or input_conversion(pixels, path)
+    image = data.pixels_to_image(pixels, path, channels=3, values=conversion["values"])
+    if conversion["top"] is not None:
+        image = np.clip(image / conversion["top"], 0.0, 1.0)
     return image
+
+
+def input_conversion(pixels: np.ndarray, path: Path, sample_pixels: int = 0) -> dict:
+    """How :func:`to_model_input` scales an image: its value range and, unless it is 8-bit,
+    the 99.9th percentile put at 1 (estimated on a regular subsample of ``sample_pixels``
+    pixels when that is given; 0 means all).
+    """
+    values = data.value_range(pixels, path)
+    if pixels.dtype == np.uint8:
+        return {"values": values, "top": None}
+    stride = 1
+    if sample_pixels:
+        stride = max(1, int(np.ceil(np.sqrt(pixels.shape[0] * pixels.shape[1] / sample_pixels))))
+    sample = data.pixels_to_image(pixels[::stride, ::stride], path, channels=3, values=values)
+    top = float(np.percentile(sample, 99.9))
+    return {"values": values, "top": top if top > 0 else None}
 
 
 def intensity_channel(pixels: np.ndarray) -> np.ndarray:
@@ -214,6 +233,10 @@ def measure(
     return table[columns]
 
 
+# Label images with more pixels than this are written as tiled TIFF (BigTIFF past 4 GB).
+LARGE_LABELS = 1 << 24
+
+
 def write_labels(path: Path, labels: np.ndarray) -> None:
     """Write instance labels as a 16-bit TIFF or PNG (32-bit TIFF if they need it), atomically.
 
@@ -230,8 +253,13 @@ def write_labels(path: Path, labels: np.ndarray) -> None:
         if suffix in (".tif", ".tiff"):
             import tifffile
 
-            values = labels.astype(np.uint32 if wide else np.uint16)
-            tifffile.imwrite(partial, values, compression="zlib")
+            values = labels.astype(np.uint32 if wide else np.uint16, copy=False)
+            options = {}
+            if labels.size > LARGE_LABELS:
+                # Tiles let viewers read a region without the whole image; past 4 GB the
+                # classic TIFF offsets overflow, so BigTIFF.
+                options = {"tile": (512, 512), "bigtiff": values.nbytes > 2**32 - 2**25}
+            tifffile.imwrite(partial, values, compression="zlib", **options)
         elif suffix == ".png":
             if wide:
                 raise ValueError(f"{path}: more than 65,535 nuclei do not fit a PNG; use TIFF")
@@ -293,23 +321,44 @@ def load_model_and_settings(model_path: Path) -> tuple[object, dict, bool]:
         return net, settings, False
 
 
-def _segment_plane(net, pixels, path, settings, pixel_size, plane, name, started):
-    """Segment and measure one plane: its labels, overlay, nucleus table and summary row."""
-    from unet_tf import inference, plots
+def _segment_plane(
+    net, pixels, path, settings, pixel_size, plane, name, started, block_size=None, progress=True
+):
+    """Segment and measure one plane: its labels, overlay, nucleus table and summary row.
 
-    image = to_model_input(pixels, path, settings.get("window"))
-    output, scale = inference.predict(net, image, settings)
-    labels = inference.to_labels(output, settings)
-    overlay = plots.overlay(image, prediction=labels, as_uint8=True)
-    table = measure(labels, intensity_channel(pixels), name, pixel_size, plane)
+    Large planes (see :func:`unet_tf.large.is_large`) are segmented block by block, with an
+    overlay downsampled to at most ``large.OVERLAY_SIDE`` pixels a side.
+    """
+    from unet_tf import inference, large, plots
+
+    if large.is_large(pixels.shape, block_size):
+        result = large.segment_large(
+            net,
+            pixels,
+            path,
+            settings,
+            name,
+            plane,
+            pixel_size,
+            block_size=block_size or large.BLOCK_SIZE,
+            progress=progress,
+        )
+        labels, table, scale = result.labels, result.table, result.scale
+        overlay = large.overlay(pixels, labels, path, settings)
+    else:
+        image = to_model_input(pixels, path, settings.get("window"))
+        output, scale = inference.predict(net, image, settings)
+        labels = inference.to_labels(output, settings)
+        overlay = plots.overlay(image, prediction=labels, as_uint8=True)
+        table = measure(labels, intensity_channel(pixels), name, pixel_size, plane)
     areas = table["area"].to_numpy()
     row = {
         "image": name,
         "plane": plane,
         "height": labels.shape[0],
         "width": labels.shape[1],
-        "nuclei": int(labels.max()),
-        "coverage": float((labels > 0).mean()),
+        "nuclei": len(table),
+        "coverage": float(np.count_nonzero(labels) / labels.size),
         "mean_area": float(areas.mean()) if areas.size else 0.0,
         "median_area": float(np.median(areas)) if areas.size else 0.0,
     }
@@ -334,6 +383,7 @@ def predict_images(
     plane: int | None = None,
     max_projection: bool = False,
     extras: Sequence[str] = (),
+    block_size: int | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame, list[tuple[Path, str]]]:
     """Segment and measure each image, writing its outputs; returns the tables and skips.
 
@@ -343,7 +393,9 @@ def predict_images(
     column in the nucleus table; ``channel``, ``plane`` and ``max_projection`` choose what
     is segmented (see :func:`unet_tf.stacks.read_stack`). ``extras`` asks for the nuclei's
     outlines too, as ImageJ ROIs (``"rois"``) and GeoJSON (``"geojson"``; see
-    :mod:`unet_tf.outlines`).
+    :mod:`unet_tf.outlines`). Images of more than ``large.LARGE_PIXELS`` pixels (or with a
+    side above ``block_size`` when it is given; 0 never) are segmented in blocks with
+    bounded memory (see :mod:`unet_tf.large`).
 
     Returns ``(nuclei, summary, skipped)``, ``skipped`` a list of ``(path, reason)``.
     """
@@ -367,7 +419,16 @@ def predict_images(
             for index, pixels in enumerate(stack.planes):
                 results.append(
                     _segment_plane(
-                        net, pixels, path, settings, pixel_size, index, path.name, started
+                        net,
+                        pixels,
+                        path,
+                        settings,
+                        pixel_size,
+                        index,
+                        path.name,
+                        started,
+                        block_size,
+                        progress,
                     )
                 )
                 started = time.monotonic()
@@ -430,6 +491,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument(
         "--geojson", action="store_true", help="also write <name>.geojson: polygons for QuPath"
     )
+    parser.add_argument(
+        "--block-size",
+        type=int,
+        help="segment images larger than this in blocks of this side, with bounded memory "
+        "(default: 2048 for images of more than 4096x4096 pixels; 0: never)",
+    )
     stack = parser.add_argument_group("stacks and channels (TIFF files with Z, T or C axes)")
     stack.add_argument(
         "--channel", type=int, help="the channel holding the nuclei, from 0 (needed with several)"
@@ -453,6 +520,12 @@ def run(args: argparse.Namespace) -> int:
     """Run ``predict``; returns 0 on success, 1 if images were skipped, 2 on bad arguments."""
     if args.pixel_size is not None and not args.pixel_size > 0:
         print(f"error: --pixel-size must be positive, got {args.pixel_size}", file=sys.stderr)
+        return 2
+    if args.block_size is not None and args.block_size < 0:
+        print(
+            f"error: --block-size must be 0 (never) or positive, got {args.block_size}",
+            file=sys.stderr,
+        )
         return 2
     if args.output.exists() and not args.output.is_dir():
         print(f"error: {args.output}: is a file, not a folder; choose another -o", file=sys.stderr)
@@ -514,6 +587,7 @@ def run(args: argparse.Namespace) -> int:
             plane=args.plane,
             max_projection=args.max_projection,
             extras=extras,
+            block_size=args.block_size,
         )
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)

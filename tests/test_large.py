@@ -1,0 +1,140 @@
+"""Large images in blocks: every nucleus once, seams included, as the whole image gives."""
+
+import numpy as np
+import pandas as pd
+import pytest
+import tifffile
+from conftest import disc_labels
+
+from unet_tf import large, predict
+from unet_tf.__main__ import main as cli
+
+BLOCK = 100
+SHAPE = (330, 420)
+
+
+def _discs(rng) -> list:
+    """Discs away from each other, some centred on block seams (multiples of BLOCK)."""
+    discs = []
+    # On seams and on the corner where four blocks meet.
+    for centre in [(100, 60), (250, 100), (200, 200), (100, 300), (300, 400), (165, 300)]:
+        discs.append((centre, 9))
+    while len(discs) < 40:
+        centre = (int(rng.integers(12, SHAPE[0] - 12)), int(rng.integers(12, SHAPE[1] - 12)))
+        radius = int(rng.integers(4, 10))
+        if all(np.hypot(centre[0] - c[0], centre[1] - c[1]) > radius + r + 3 for c, r in discs):
+            discs.append((centre, radius))
+    return discs
+
+
+@pytest.fixture
+def image_file(tmp_path):
+    """A 16-bit TIFF of discs whose brightness differs across the image."""
+    discs = _discs(np.random.default_rng(7))
+    truth = disc_labels(SHAPE, discs)
+    brightness = np.linspace(3000, 4000, SHAPE[1])[None, :]
+    pixels = np.where(truth > 0, brightness, 80).astype(np.uint16)
+    folder = tmp_path / "images"
+    folder.mkdir()
+    tifffile.imwrite(folder / "mosaic.tif", pixels)
+    return folder / "mosaic.tif", truth
+
+
+def _segment(model_path, image, output, *options):
+    status = cli(
+        ["predict", str(image), "-o", str(output), "--quiet", *options, "--model", str(model_path)]
+    )
+    assert status == 0
+    labels = tifffile.imread(output / f"{image.stem}_labels.tif")
+    return labels, pd.read_csv(output / "nuclei.csv"), pd.read_csv(output / "summary.csv")
+
+
+def _same_partition(a: np.ndarray, b: np.ndarray) -> bool:
+    """Whether two label images hold the same objects, whatever their numbers."""
+    pairs = np.unique(np.stack([a.ravel(), b.ravel()]), axis=1)
+    return len(pairs[0]) == len(np.unique(a)) == len(np.unique(b))
+
+
+def test_blocks_give_every_disc_once_and_the_whole_image_answer(
+    disc_model_path, image_file, tmp_path
+):
+    path, truth = image_file
+    whole, whole_table, _ = _segment(disc_model_path, path, tmp_path / "whole", "--block-size", "0")
+    blocks, table, summary = _segment(
+        disc_model_path, path, tmp_path / "blocks", "--block-size", str(BLOCK)
+    )
+    # The model marks each disc exactly, so the truth is the answer, seams or not.
+    assert _same_partition(whole, truth)
+    assert _same_partition(blocks, truth)
+    assert blocks.max() == len(table) == summary.nuclei[0] == truth.max()
+    assert sorted(table.area) == sorted(whole_table.area)
+    # Measurements are in image coordinates, not the blocks' (nuclei.csv holds 6 digits).
+    for label, row in table.set_index("label").iterrows():
+        ys, xs = np.nonzero(blocks == label)
+        assert row.centroid_y == pytest.approx(ys.mean(), rel=1e-5)
+        assert row.centroid_x == pytest.approx(xs.mean(), rel=1e-5)
+        assert row.mean_intensity == pytest.approx(
+            tifffile.imread(path)[blocks == label].mean(), rel=1e-5
+        )
+
+
+def test_a_nucleus_larger_than_the_overlap_is_counted_as_cut(disc_model_path, tmp_path):
+    from unet_tf import predict as predict_module
+
+    pixels = np.zeros((200, 200), np.uint8)
+    pixels[disc_labels((200, 200), [((100, 100), 60)]) > 0] = 255
+    net, settings, _ = predict_module.load_model_and_settings(disc_model_path)
+    result = large.segment_large(
+        net,
+        pixels,
+        tmp_path / "big.png",
+        settings,
+        "big",
+        block_size=64,
+        overlap=16,
+        progress=False,
+    )
+    assert result.cut >= 1
+    assert result.blocks == 16
+
+
+def test_spans_cover_the_axis_once_and_is_large():
+    cores = large.spans(1000, 300, 50)
+    assert [(start, stop) for start, stop, _, _ in cores] == [
+        (0, 300),
+        (300, 600),
+        (600, 900),
+        (900, 1000),
+    ]
+    assert cores[1][2:] == (250, 650) and cores[0][2] == 0 and cores[-1][3] == 1000
+    assert large.is_large((5000, 5000)) and not large.is_large((4096, 4096))
+    assert large.is_large((300, 200), block_size=256) and not large.is_large((5000, 5000), 0)
+    with pytest.raises(ValueError, match="block must be positive"):
+        large.spans(100, 0, 10)
+
+
+def test_large_labels_are_written_tiled(tmp_path, monkeypatch):
+    monkeypatch.setattr(predict, "LARGE_LABELS", 100)
+    labels = np.arange(64 * 48, dtype=np.int32).reshape(64, 48) % 7
+    predict.write_labels(tmp_path / "big.tif", labels)
+    with tifffile.TiffFile(tmp_path / "big.tif") as tiff:
+        assert tiff.pages[0].is_tiled
+        np.testing.assert_array_equal(tiff.asarray(), labels)
+
+
+def test_a_negative_block_size_is_refused(disc_model_path, image_file, tmp_path, capsys):
+    path, _ = image_file
+    status = cli(
+        [
+            "predict",
+            str(path),
+            "-o",
+            str(tmp_path / "o"),
+            "--block-size",
+            "-1",
+            "--model",
+            str(disc_model_path),
+        ]
+    )
+    assert status == 2
+    assert "--block-size must be 0 (never) or positive" in capsys.readouterr().err
