@@ -65,6 +65,10 @@ def _open_pixels(path: Path) -> np.ndarray:
         return _decode_png_16bit(path)
     if path.suffix.lower() in (".tif", ".tiff"):
         return _read_tiff(path)
+    # Stitched mosaics and whole slides pass Pillow's guard against decompression bombs
+    # (about 179 megapixels), which would stop them with an error; the files are the user's
+    # own, so the guard is lifted while they are read.
+    guard, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
     try:
         with Image.open(path) as image:
             image.load()
@@ -75,6 +79,8 @@ def _open_pixels(path: Path) -> np.ndarray:
             return np.asarray(image)
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
         raise ValueError(f"{path}: cannot read the image ({error})") from error
+    finally:
+        Image.MAX_IMAGE_PIXELS = guard
 
 
 def _read_tiff(path: Path) -> np.ndarray:

@@ -149,7 +149,8 @@ def segment_large(
     plane, pixel_size :
         As in :func:`unet_tf.predict.measure`.
     block_size : int
-        Side of the blocks' cores.
+        Side of the blocks' cores (divided by the rescaling factor where images are
+        enlarged, at least 256).
     overlap : int, optional
         Extension of each block on every side; by default four training nucleus diameters
         at the image's scale, at least 128 pixels.
@@ -176,6 +177,10 @@ def segment_large(
     diameter = settings.get("nucleus_diameter") or 16.0
     if overlap is None:
         overlap = max(128, int(np.ceil(4 * diameter / scale)))
+    # Blocks are enlarged by the rescaling before they are predicted; smaller blocks keep
+    # the memory of an upscaled block at that of a plain one.
+    if scale > 1.0:
+        block_size = min(block_size, max(256, int(block_size / scale)))
     height, width = pixels.shape[:2]
     labels = np.zeros((height, width), np.uint32)
     blocks = [
