@@ -1,4 +1,4 @@
-"""``evaluation.tune``: the post-processing chosen on labelled images, smoothing included."""
+"""``evaluation.tune``: the post-processing chosen on labelled images."""
 
 import numpy as np
 from conftest import disc_labels
@@ -9,8 +9,8 @@ SHAPE = (64, 64)
 
 
 def _samples(cracked: bool) -> list:
-    """Images of two bright discs each (the disc model marks them exactly); ``cracked``
-    draws a dim line across each disc, which the model marks as background."""
+    """Images of discs (the disc model marks them exactly); ``cracked`` draws a dim line
+    across each disc, which the model marks as background and so cuts the disc in two."""
     samples = []
     for index, discs in enumerate([[((20, 20), 10), ((44, 44), 12)], [((20, 44), 11)]]):
         truth = disc_labels(SHAPE, discs)
@@ -22,20 +22,16 @@ def _samples(cracked: bool) -> list:
     return samples
 
 
-def test_tune_smooths_where_it_joins_cracked_nuclei(disc_model_path):
+def test_tune_scores_the_steps_and_chooses_the_best(disc_model_path):
     net = training.load_model(disc_model_path)
-    tuning = evaluation.tune(net, _samples(cracked=True), tile_size=64, tta=False)
-    smoothing = [step for step in tuning.steps if step.name.startswith("+ smoothing")]
-    assert len(smoothing) == 1
-    assert tuning.chosen == smoothing[0]
-    assert tuning.chosen.postprocess["smoothing"] in evaluation.SMOOTHING
-    assert (
-        tuning.per_image.dsb_score.mean() > tuning.results[tuning.steps[-2].name].dsb_score.mean()
-    )
-
-
-def test_tune_leaves_clean_outputs_unsmoothed(disc_model_path):
-    net = training.load_model(disc_model_path)
-    tuning = evaluation.tune(net, _samples(cracked=False), tile_size=64, tta=False)
-    assert "smoothing" not in tuning.chosen.postprocess
-    assert tuning.per_image.dsb_score.mean() == 1.0
+    clean = evaluation.tune(net, _samples(cracked=False), tile_size=64, tta=False)
+    assert clean.per_image.dsb_score.mean() == 1.0
+    # A model without a border channel: components, tuned threshold, distance watershed.
+    assert [step.name for step in clean.steps][:2] == [
+        "connected components, threshold 0.5",
+        "connected components, tuned threshold",
+    ]
+    assert len(clean.steps) == 3
+    cracked = evaluation.tune(net, _samples(cracked=True), tile_size=64, tta=False)
+    best = max(frame.dsb_score.mean() for frame in cracked.results.values())
+    assert cracked.per_image.dsb_score.mean() == best < 1.0

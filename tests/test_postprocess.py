@@ -91,23 +91,3 @@ def test_distance_peaks_blob_by_blob_equal_the_whole_image_h_maxima(seed):
     whole = distance - reconstruction(np.maximum(distance - 2.0, 0), distance, method="dilation")
     np.testing.assert_array_equal(markers > 0, whole > 1e-6)
     assert markers.max() >= 2
-
-
-def test_smoothing_closes_a_crack_that_would_cut_a_nucleus_in_two():
-    truth = disc_labels(SHAPE, [((32, 40), 14)])
-    probabilities = soft(truth > 0)
-    # A one-pixel line of low probability across the nucleus, as a textured nucleus gives.
-    probabilities[:, 40] = 0.3
-    plain = postprocess.to_instances(probabilities, threshold=0.5, min_area=5)
-    smoothed = postprocess.to_instances(probabilities, threshold=0.5, min_area=5, smoothing=1.0)
-    assert plain.max() == 2
-    assert smoothed.max() == 1
-    assert metrics.dsb_score(truth, smoothed) > metrics.dsb_score(truth, plain)
-
-
-def test_smoothing_keeps_a_flat_output_and_refuses_a_negative_sigma():
-    flat = np.full((8, 8, 2), 0.25, np.float32)
-    np.testing.assert_allclose(postprocess.smooth(flat, 1.5), flat, atol=1e-6)
-    assert postprocess.smooth(flat, 0) is flat
-    with pytest.raises(ValueError, match="smoothing must not be negative"):
-        postprocess.smooth(flat, -1)

@@ -270,10 +270,6 @@ def markdown_table(frame: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
-# Gaussian smoothing of the network's output tried by :func:`tune`, in pixels.
-SMOOTHING = (0.5, 1.0, 1.5, 2.0)
-
-
 def default_grids(has_borders: bool) -> dict[str, list[dict]]:
     """The post-processing settings :func:`tune` tries, per method.
 
@@ -488,21 +484,6 @@ def tune(
         return score(samples, outputs[step.tta, step.rescale], step.postprocess, kinds)
 
     results = {step.name: results_of(step) for step in steps}
-    # Smoothing is tuned last, on the outputs of the last step (averaged over the flips with
-    # TTA, which smooths them already), with its other settings.
-    last = steps[-1]
-    smoothed = {
-        sigma: results_of(replace(last, postprocess={**last.postprocess, "smoothing": sigma}))
-        for sigma in SMOOTHING
-    }
-    sigma = max(smoothed, key=lambda value: smoothed[value].dsb_score.mean())
-    step = Step(
-        f"+ smoothing the probabilities (sigma {sigma:g} pixels)",
-        last.tta,
-        {**last.postprocess, "smoothing": sigma},
-    )
-    steps.append(step)
-    results[step.name] = smoothed[sigma]
     chosen = max(steps, key=lambda step: results[step.name].dsb_score.mean())
     if rescale:
         name = "+ automatic rescaling to the training nucleus size"

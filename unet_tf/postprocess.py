@@ -173,29 +173,12 @@ def _distance_peaks(distance: np.ndarray, height: float, blobs: np.ndarray) -> n
 METHODS = ("components", "watershed_distance", "watershed_border")
 
 
-def smooth(probabilities: np.ndarray, sigma: float) -> np.ndarray:
-    """Each channel of a ``(height, width, channels)`` output smoothed by a Gaussian of
-    ``sigma`` pixels (0: unchanged)."""
-    if sigma < 0:
-        raise ValueError(f"smoothing must not be negative, got {sigma}")
-    if not sigma:
-        return probabilities
-    return ndimage.gaussian_filter(
-        np.asarray(probabilities, np.float32), sigma=(sigma, sigma, 0), mode="nearest"
-    )
-
-
-def to_instances(
-    probabilities: np.ndarray, method: str = "components", smoothing: float = 0.0, **settings
-) -> np.ndarray:
+def to_instances(probabilities: np.ndarray, method: str = "components", **settings) -> np.ndarray:
     """Instance labels from a model's ``(height, width, channels)`` output by a named method.
 
     ``components`` and ``watershed_distance`` use channel 0 (nucleus); ``watershed_border``
     also uses channel 1 (borders) and needs a model trained on the ``border`` target.
-    ``smoothing`` first smooths the output by a Gaussian of that many pixels (see
-    :func:`smooth`): a network's probabilities are ragged along nucleus edges and dip
-    inside faint or textured nuclei, which gives ragged outlines and stray markers that
-    cut one nucleus in two. ``settings`` are passed on (``threshold``, ``min_area``, ...).
+    ``settings`` are passed on (``threshold``, ``min_area``, ...).
 
     Raises
     ------
@@ -205,7 +188,6 @@ def to_instances(
     probabilities = np.asarray(probabilities)
     if probabilities.ndim == 2:
         probabilities = probabilities[..., None]
-    probabilities = smooth(probabilities, smoothing)
     if method == "components":
         return connected_components(probabilities[..., 0], **settings)
     if method == "watershed_distance":
