@@ -35,10 +35,10 @@ def package(tmp_path_factory):
     """A tiny nuclei_bright model exported from the command line, as a user would."""
     root = tmp_path_factory.mktemp("zoo")
     path = _save_tiny(root / "model", input_channels=1)
-    status = cli(
-        ["export", "--model", str(path), "-o", str(root / "out"), "--format", "bioimageio"]
-    )
-    return status, root / "out"
+    # An output folder whose parents do not exist yet, as models/export/<name> on a fresh clone.
+    out = root / "export" / "tiny"
+    status = cli(["export", "--model", str(path), "-o", str(out), "--format", "bioimageio"])
+    return status, out
 
 
 def test_command_writes_a_valid_package_that_bioimageio_core_runs(package):
@@ -118,7 +118,7 @@ def test_errors_name_the_file(tmp_path, package, capsys):
     with pytest.raises(FileNotFoundError, match=r"tiny\.json"):
         modelzoo.export_package(path, tmp_path / "out")
     # An existing package is kept unless --overwrite.
-    existing = out.parent / "model" / "tiny.keras"
+    existing = out.parent.parent / "model" / "tiny.keras"
     status = cli(["export", "--model", str(existing), "-o", str(out), "--format", "bioimageio"])
     assert status == 2
     assert "--overwrite" in capsys.readouterr().err

@@ -344,9 +344,7 @@ def _estimated(settings: dict) -> bool:
     return bool(rescaling) and not settings.get("image_nucleus_diameter")
 
 
-def predict(
-    model, image: np.ndarray, settings: dict, scale: float | None = None, stats=None
-):
+def predict(model, image: np.ndarray, settings: dict, scale: float | None = None, stats=None):
     """The network's output for an image at its own size, rescaled as ``settings`` say.
 
     The image is resampled by the factor of :func:`image_scale` (or ``scale``), predicted

@@ -318,7 +318,8 @@ def export_package(
     if len(channel_names) < test_out.shape[-1]:
         channel_names += [f"channel{i}" for i in range(2, test_out.shape[-1])]
 
-    with tempfile.TemporaryDirectory(prefix=".bioimageio.", dir=output_dir.parent) as scratch:
+    output_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".bioimageio.", dir=output_dir) as scratch:
         work = Path(scratch)
         saved_model = work / "saved_model"
         _export_saved_model(wrapped, saved_model)
