@@ -44,3 +44,11 @@ def test_every_configured_name_is_an_attribute_and_unknown_names_are_not():
     assert config.SPLITS_DIR == config.PROJECT_ROOT / "data" / "splits"
     with pytest.raises(AttributeError, match="has no attribute 'TRAINING_DIR'"):
         config.TRAINING_DIR  # noqa: B018
+
+
+def test_records_keep_paths_in_the_project_relative_and_read_them_back(tmp_path):
+    inside = config.PROJECT_ROOT / "data" / "splits" / "validation_ids.txt"
+    assert config.portable(inside) == "data/splits/validation_ids.txt"
+    assert config.resolve(config.portable(inside)).resolve() == inside
+    # Paths outside the project stay as they are.
+    assert config.portable(tmp_path / "x.txt") == str(tmp_path / "x.txt")

@@ -106,6 +106,21 @@ def resolve(path: str | Path) -> Path:
     return in_project if in_project.exists() else path
 
 
+def portable(path: str | Path) -> str:
+    """A path as records keep it: relative to the project root where it lies inside the
+    project, so that a run record names no user's folders and still works in another clone;
+    other paths as given. :func:`resolve` reads it back.
+
+    >>> portable(PROJECT_ROOT / "data" / "raw" / "stage1_train")
+    'data/raw/stage1_train'
+    """
+    path = Path(path)
+    try:
+        return path.resolve().relative_to(PROJECT_ROOT).as_posix()
+    except ValueError:
+        return str(path)
+
+
 def __getattr__(name: str) -> Path | str:
     # Called only for names the module does not define (PEP 562): the configured locations,
     # which are computed on every read so that they follow the environment.

@@ -178,7 +178,7 @@ def semantic_samples(record: dict, max_images: int = 0) -> list[Sample]:
     ValueError
         If ``max_images`` is negative, or the record is from before datasets were recorded.
     """
-    from unet_tf import datasets
+    from unet_tf import config, datasets
 
     if max_images < 0:
         raise ValueError(f"max_images must be 0 (all) or positive, got {max_images}")
@@ -187,7 +187,8 @@ def semantic_samples(record: dict, max_images: int = 0) -> list[Sample]:
         raise ValueError("the training record names no validation split; train the model again")
     window = datasets.recorded_window(parameters)
     dataset = datasets.open_dataset(record["data"], window, parameters["task"])
-    ids = data.load_ids(record["validation_ids"])
+    # Records keep paths inside the project relative to its root (config.portable).
+    ids = data.load_ids(config.resolve(record["validation_ids"]))
     return dataset.load(ids[:max_images] if max_images else ids)
 
 

@@ -1112,8 +1112,8 @@ def train(
         },
         train_images=len(train_ids),
         validation_images=len(held_out),
-        data=str(dataset.root),
-        validation_ids=str(validation_ids),
+        data=paths.portable(dataset.root),
+        validation_ids=paths.portable(validation_ids),
         excluded_ids=sorted(exclude_ids),
         # The median nucleus size trained on: inference rescales images towards it.
         nucleus_diameter=diameter,
