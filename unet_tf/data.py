@@ -155,6 +155,12 @@ def value_range(pixels: np.ndarray, path: str | Path = "image") -> tuple[float, 
     raise ValueError(f"{path}: unsupported pixel type {pixels.dtype}")
 
 
+def sample_stride(shape: tuple[int, ...], pixels: int) -> int:
+    """The step ``s`` such that every ``s``-th row and column of an image of ``shape`` is at
+    most ``pixels`` pixels: the regular subsample whole-image numbers are estimated on."""
+    return max(1, int(np.ceil(np.sqrt(shape[0] * shape[1] / pixels))))
+
+
 def _to_unit_range(
     pixels: np.ndarray, path: Path, values: tuple[float, float] | None = None
 ) -> np.ndarray:

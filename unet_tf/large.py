@@ -68,10 +68,6 @@ def spans(size: int, block: int, overlap: int) -> list[tuple[int, int, int, int]
     ]
 
 
-def _sample_stride(shape: tuple[int, ...], pixels: int) -> int:
-    return max(1, int(np.ceil(np.sqrt(shape[0] * shape[1] / pixels))))
-
-
 def normalisation_stats(net, pixels: np.ndarray, convert) -> np.ndarray | None:
     """The whole image's ``nuclei_bright`` statistics, for a one-channel model; else None.
 
@@ -79,12 +75,12 @@ def normalisation_stats(net, pixels: np.ndarray, convert) -> np.ndarray | None:
     with ``s`` chosen so that at most ``2**18`` pixels are seen; converting only those pixels
     and computing the statistics on them gives exactly the whole image's numbers.
     """
-    from unet_tf import appearance
+    from unet_tf import appearance, data
     from unet_tf.model import model_channels
 
     if model_channels(net) != 1:
         return None
-    stride = _sample_stride(pixels.shape, appearance._SAMPLE_PIXELS)
+    stride = data.sample_stride(pixels.shape, appearance._SAMPLE_PIXELS)
     return appearance.statistics(convert(pixels[::stride, ::stride])).numpy()
 
 
@@ -110,6 +106,8 @@ class LargeResult:
 
     labels: np.ndarray
     table: pd.DataFrame
+    # The outline overlay, downsampled to at most OVERLAY_SIDE pixels a side.
+    overlay: np.ndarray
     scale: float
     blocks: int
     # Nuclei that reached the edge of their extended block: larger than the overlap, so
@@ -163,7 +161,7 @@ def segment_large(
     """
     from tqdm.auto import tqdm
 
-    from unet_tf import inference, postprocess, predict
+    from unet_tf import inference, plots, postprocess, predict
 
     window = settings.get("window")
     conversion = None if window else predict.input_conversion(pixels, path, SAMPLE_PIXELS)
@@ -235,18 +233,9 @@ def segment_large(
         if tables
         else pd.DataFrame(columns=predict.nucleus_columns(pixel_size))
     )
-    return LargeResult(labels, table, scale, len(blocks), cut, duplicates)
-
-
-def overlay(pixels: np.ndarray, labels: np.ndarray, path: Path, settings: dict) -> np.ndarray:
-    """The outline overlay of a large image, downsampled to at most ``OVERLAY_SIDE`` pixels
-    a side (nearest neighbour for the labels)."""
-    from unet_tf import plots, predict
-
-    step = int(np.ceil(max(labels.shape) / OVERLAY_SIDE))
-    small = pixels[::step, ::step]
-    conversion = None
-    if not settings.get("window"):
-        conversion = predict.input_conversion(pixels, path, SAMPLE_PIXELS)
-    image = predict.to_model_input(small, path, settings.get("window"), conversion)
-    return plots.overlay(image, prediction=labels[::step, ::step], as_uint8=True)
+    # Labels downsampled by nearest neighbour, the image through the same conversion.
+    step = int(np.ceil(max(height, width) / OVERLAY_SIDE))
+    overlay = plots.overlay(
+        convert(pixels[::step, ::step]), prediction=labels[::step, ::step], as_uint8=True
+    )
+    return LargeResult(labels, table, overlay, scale, len(blocks), cut, duplicates)

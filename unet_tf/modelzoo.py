@@ -329,9 +329,9 @@ def export_package(
         reloaded = tf.saved_model.load(str(saved_model))
         differences = {
             "tensorflow_saved_model_bundle": reloaded.serve(test_in)["probabilities"].numpy(),
-            "onnx": export.load_exported("onnx", work / "weights.onnx", depth, 1).predict_on_batch(
-                test_in
-            ),
+            "onnx": export.load_exported(
+                "onnx", work / "weights.onnx", depth, test_in.shape[-1]
+            ).predict_on_batch(test_in),
         }
         for name, output in differences.items():
             largest = float(np.abs(np.asarray(output) - test_out).max())

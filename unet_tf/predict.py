@@ -148,27 +148,34 @@ def to_model_input(
         from unet_tf import datasets
 
         return datasets.apply_window(pixels, window, path)
-    conversion = conversion or input_conversion(pixels, path)
-    image = data.pixels_to_image(pixels, path, channels=3, values=conversion["values"])
-    if conversion["top"] is not None:
-        image = np.clip(image / conversion["top"], 0.0, 1.0)
-    return image
+    if conversion is None:
+        values = data.value_range(pixels, path)
+        image = data.pixels_to_image(pixels, path, channels=3, values=values)
+        top = _white_point(image, pixels.dtype)
+    else:
+        image = data.pixels_to_image(pixels, path, channels=3, values=conversion["values"])
+        top = conversion["top"]
+    return np.clip(image / top, 0.0, 1.0) if top is not None else image
 
 
-def input_conversion(pixels: np.ndarray, path: Path, sample_pixels: int = 0) -> dict:
-    """How :func:`to_model_input` scales an image: its value range and, unless it is 8-bit,
-    the 99.9th percentile put at 1 (estimated on a regular subsample of ``sample_pixels``
-    pixels when that is given; 0 means all).
+def _white_point(image: np.ndarray, dtype: np.dtype) -> float | None:
+    """The value put at 1 in an image that is not 8-bit (its 99.9th percentile); None for
+    8-bit images, and for images without any bright pixel."""
+    if dtype == np.uint8:
+        return None
+    top = float(np.percentile(image, 99.9))
+    return top if top > 0 else None
+
+
+def input_conversion(pixels: np.ndarray, path: Path, sample_pixels: int) -> dict:
+    """How :func:`to_model_input` scales an image, for converting it block by block: its
+    value range, and the value put at 1 (estimated on a regular subsample of at most
+    ``sample_pixels`` pixels).
     """
     values = data.value_range(pixels, path)
-    if pixels.dtype == np.uint8:
-        return {"values": values, "top": None}
-    stride = 1
-    if sample_pixels:
-        stride = max(1, int(np.ceil(np.sqrt(pixels.shape[0] * pixels.shape[1] / sample_pixels))))
+    stride = data.sample_stride(pixels.shape, sample_pixels)
     sample = data.pixels_to_image(pixels[::stride, ::stride], path, channels=3, values=values)
-    top = float(np.percentile(sample, 99.9))
-    return {"values": values, "top": top if top > 0 else None}
+    return {"values": values, "top": _white_point(sample, pixels.dtype)}
 
 
 def intensity_channel(pixels: np.ndarray) -> np.ndarray:
@@ -343,8 +350,7 @@ def _segment_plane(
             block_size=block_size or large.BLOCK_SIZE,
             progress=progress,
         )
-        labels, table, scale = result.labels, result.table, result.scale
-        overlay = large.overlay(pixels, labels, path, settings)
+        labels, table, scale, overlay = result.labels, result.table, result.scale, result.overlay
     else:
         image = to_model_input(pixels, path, settings.get("window"))
         output, scale = inference.predict(net, image, settings)
