@@ -2,7 +2,8 @@
 
 Trains the default recipe and, for each piece of the generalization work, the default with
 that piece set back to its previous value (RGB input, no zoom, no colour augmentation, no
-balanced sampling, the plateau schedule), then all of them together (the previous recipe).
+tissue augmentation, no balanced sampling, the plateau schedule), then all of them together
+(the previous recipe).
 Every recipe gets the same number of training steps (not minutes: a budget in steps does not
 depend on what else the CPU runs, and the cosine schedule follows it), the same seed and
 the same training split; each is tuned
@@ -32,6 +33,7 @@ PIECES = {
     "RGB input instead of nuclei_bright": {"representation": "rgb"},
     "no zoom": {"max_scale": 1.0},
     "no colour augmentation": {"colour_augmentation": 0.0},
+    "no tissue augmentation": {"tissue_augmentation": 0.0},
     "no balanced sampling": {"balance": 0.0},
     "plateau schedule instead of cosine": {"schedule": "plateau"},
 }

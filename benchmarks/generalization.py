@@ -3,8 +3,9 @@
 The validation split looks like the training set (its images come from the same sources),
 so a gain there need not carry to images the project has never seen. This benchmark holds
 out whole *groups* instead: all images of one imaging type and one size, which in DSB2018
-is one source (one microscope, stain and magnification). Each recipe is trained, in the
-same shorter budget, on stage1_train without the held-out groups (and without the
+is one source (one microscope, stain and magnification). Each recipe (the one before the
+generalization work, the default before the tissue augmentation, and the default) is
+trained, in the same shorter budget, on stage1_train without the held-out groups (and without the
 validation split, on which its post-processing is tuned as ``03-results`` does), then
 scored on every image of each held-out group.
 
@@ -15,12 +16,16 @@ it out leaves most of that type's other sources in training), or the smallest th
 Writes ``reports/generalization.json`` and prints a Markdown table::
 
     .venv/bin/python benchmarks/generalization.py [--minutes 15] [--groups "stained 320x256"]
+
+``--candidate NAME=VALUE ...`` adds a recipe, the default with some parameters changed,
+trained and scored the same way: how a new piece is judged before it becomes the default
+(``--reuse`` then scores the finished recipes again and trains only the new one).
 """
 
 import argparse
 import sys
 import tempfile
-from dataclasses import asdict, replace
+from dataclasses import asdict, fields, replace
 from pathlib import Path
 
 import pandas as pd
@@ -32,11 +37,20 @@ PREVIOUS = {
     "representation": "rgb",
     "max_scale": 1.0,
     "colour_augmentation": 0.0,
+    "tissue_augmentation": 0.0,
     "balance": 0.0,
     "schedule": "plateau",
 }
+# The default from commit dae8507 until the tissue augmentation was switched on.
+BEFORE_TISSUE = {"tissue_augmentation": 0.0}
 # The current default (every piece of the generalization work on): no overrides.
 DEFAULT = {}
+# Name, training parameters and whether images are rescaled at inference, in table order.
+RECIPES = [
+    ("previous", PREVIOUS, False),
+    ("before-tissue", BEFORE_TISSUE, True),
+    ("default", DEFAULT, True),
+]
 
 
 def source_groups(index: pd.DataFrame) -> pd.Series:
@@ -60,6 +74,29 @@ def choose_groups(index: pd.DataFrame, largest: int, smallest: int = 3) -> list[
         elif len(sizes):
             chosen.append(sizes.index[-1])
     return chosen
+
+
+def parse_overrides(items: list[str]) -> dict:
+    """Training parameters from ``NAME=VALUE`` strings, typed as ``TrainingConfig`` has them.
+
+    Raises
+    ------
+    ValueError
+        For an item without ``=``, an unknown name or a value of the wrong type.
+    """
+    types = {item.name: item.type for item in fields(training.TrainingConfig)}
+    overrides = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or name not in types:
+            raise ValueError(f"{item!r} is not NAME=VALUE with a TrainingConfig parameter")
+        kind = types[name]
+        try:
+            overrides[name] = (value.lower() in ("1", "true")) if kind is bool else kind(value)
+        except ValueError:
+            raise ValueError(f"{name} must be {kind.__name__}, got {value!r}") from None
+    replace(training.TrainingConfig(), **overrides)  # Checks ranges.
+    return overrides
 
 
 def run_recipe(
@@ -112,7 +149,19 @@ def main(argv=None) -> int:
     parser.add_argument(
         "--reuse", action="store_true", help="score models of finished runs again, untrained"
     )
+    parser.add_argument(
+        "--candidate",
+        nargs="*",
+        metavar="NAME=VALUE",
+        help="one more recipe: the default with these training parameters changed "
+        "(e.g. tissue_augmentation=1.0); trained even with --reuse unless it has finished",
+    )
     args = parser.parse_args(argv)
+    try:
+        candidate = parse_overrides(args.candidate) if args.candidate else None
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
 
     index = data.build_index(config.TRAIN_DIR, cache_dir=config.LABEL_CACHE)
     index["group"] = source_groups(index)
@@ -131,10 +180,10 @@ def main(argv=None) -> int:
         validation_file = Path(folder) / "validation_ids.txt"
         kept = [i for i in data.load_ids(config.VALIDATION_IDS) if i not in held_out.index]
         data.save_ids(validation_file, kept, header="validation split without held-out groups")
-        for name, settings, rescale in (
-            ("previous", PREVIOUS, False),
-            ("default", DEFAULT, True),
-        ):
+        recipes = list(RECIPES)
+        if candidate is not None:
+            recipes.append(("candidate", candidate, True))
+        for name, settings, rescale in recipes:
             results[name] = run_recipe(
                 f"generalization-{name}",
                 settings,

@@ -1,11 +1,15 @@
 """Nuclei of every look: the input representation, zoom and colour augmentation, balanced
 sampling, the budget schedule and automatic rescaling at inference."""
 
+import dataclasses
+import importlib.util
 import json
+from pathlib import Path
 
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 from conftest import TINY_TRAINING, disc_labels
 
 from unet_tf import appearance, inference, pipeline, training
@@ -144,6 +148,32 @@ def test_zoom_blur_noise_and_colour_weights_keep_image_and_labels_aligned(repres
     assert overlap > 0.8
 
 
+def test_tissue_lies_behind_the_nuclei_and_leaves_them_and_the_labels_as_they_were():
+    labels = disc_labels((96, 96), [((30, 30), 10), ((60, 70), 12), ((75, 20), 7)])
+    # A fluorescence crop as nuclei_bright gives it: nuclei at 0.9, background black.
+    image = tf.constant(np.where(labels > 0, 0.9, 0.0).astype(np.float32)[..., None])
+    plain = pipeline.Augmentation(
+        flips=False, rotations=False, brightness=0.0, contrast=(1, 1), gamma=(1, 1)
+    )
+    tissue = dataclasses.replace(plain, tissue=0.6)
+    with_tissue = []
+    for seed in range(16):
+        key = tf.constant([seed, 1], tf.int64)
+        crop, crop_labels = pipeline.augment_sample(image, tf.constant(labels), 96, tissue, key)
+        unchanged, same_labels = pipeline.augment_sample(image, tf.constant(labels), 96, plain, key)
+        crop = crop.numpy()[..., 0]
+        np.testing.assert_array_equal(crop_labels.numpy(), same_labels.numpy())
+        np.testing.assert_array_equal(crop[labels > 0], unchanged.numpy()[..., 0][labels > 0])
+        background = crop[labels == 0]
+        assert background.max() <= 0.6 + 1e-6
+        if background.max() > 0:
+            with_tissue.append(background)
+    # Half the crops, on average, get tissue; where they do, it is textured, not flat.
+    assert 3 <= len(with_tissue) <= 13
+    assert all(np.std(background) > 0.01 for background in with_tissue)
+    assert np.mean([np.mean(background > 0.01) for background in with_tissue]) > 0.2
+
+
 def test_zoom_changes_the_size_of_nuclei_in_the_crops():
     areas = []
     for max_scale in (1.0, 3.0):
@@ -205,6 +235,7 @@ def test_the_budget_schedule_follows_steps_when_they_run_out_before_the_minutes(
         ({"balance": 2.0}, "balance"),
         ({"max_scale": 0.5}, "max_scale"),
         ({"colour_augmentation": 1.5}, "colour_augmentation"),
+        ({"tissue_augmentation": -0.1}, "tissue_augmentation"),
     ],
 )
 def test_bad_generalization_parameters_are_refused(change, message):
@@ -235,3 +266,43 @@ def test_the_generalizing_recipe_trains_a_one_channel_model_and_records_its_nucl
     stained = painted(disc_labels((48, 64), DISCS), *LOOKS["stained (H&E-like)"])
     output = inference.predict_full(result.model, stained, tile_size=64)
     assert output.shape == (48, 64, 2) and np.isfinite(output).all()
+
+
+def test_a_run_recorded_before_a_parameter_existed_counts_as_what_it_did(disc_model_path, tmp_path):
+    # Runs recorded before the tissue augmentation existed trained without it.
+    before = training.TrainingConfig(model_name="old", tissue_augmentation=0.0)
+    paths = before.paths(tmp_path)
+    paths["model"].write_bytes(disc_model_path.read_bytes())
+    parameters = dataclasses.asdict(before)
+    del parameters["tissue_augmentation"]
+    record = {"parameters": parameters, "excluded_ids": ["a"]}
+    paths["record"].write_text(json.dumps(record))
+    assert training.recorded_parameters(record)["tissue_augmentation"] == 0.0
+    assert training.finished_run(before, tmp_path, ["a"]) is not None
+    # The same record does not stand for today's default (tissue augmentation on), nor for
+    # a run that excluded other images, nor with a parameter this version does not know.
+    assert training.TrainingConfig().tissue_augmentation > 0
+    assert training.finished_run(replace_name(training.TrainingConfig()), tmp_path, ["a"]) is None
+    assert training.finished_run(before, tmp_path, ["b"]) is None
+    paths["record"].write_text(json.dumps({**record, "parameters": {**parameters, "x": 1}}))
+    assert training.finished_run(before, tmp_path, ["a"]) is None
+
+
+def replace_name(config):
+    return dataclasses.replace(config, model_name="old")
+
+
+def test_the_generalization_check_reads_a_candidate_recipe():
+    path = Path(__file__).parents[1] / "benchmarks" / "generalization.py"
+    spec = importlib.util.spec_from_file_location("generalization", path)
+    generalization = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(generalization)
+
+    assert generalization.parse_overrides(["tissue_augmentation=0.5", "balance=1"]) == {
+        "tissue_augmentation": 0.5,
+        "balance": 1.0,
+    }
+    assert generalization.parse_overrides(["jit_compile=false"]) == {"jit_compile": False}
+    for bad in (["tissue_augmentation"], ["colour=1"], ["epochs=many"], ["balance=3"]):
+        with pytest.raises(ValueError):
+            generalization.parse_overrides(bad)

@@ -198,6 +198,11 @@ class Augmentation:
         With the ``nuclei_bright`` representation, draw the weights of the colour channels
         in the gray value at random per crop, so that stains that colour nuclei differently
         give different contrasts in training.
+    tissue : float
+        Largest brightness of a random textured background laid behind half the crops
+        (0 disables): stained tissue and brightfield cytoplasm, as ``nuclei_bright`` shows
+        them, are a fibrous mid-gray around the nuclei, while fluorescence images, most of
+        the training set, are black there. See :func:`_add_tissue`.
     """
 
     flips: bool = True
@@ -215,10 +220,13 @@ class Augmentation:
     blur: float = 0.0
     noise: float = 0.0
     channel_weights: bool = False
+    tissue: float = 0.0
 
     def __post_init__(self):
         if self.brightness < 0 or self.shear < 0 or self.elastic_alpha < 0:
             raise ValueError("brightness, shear and elastic_alpha must be non-negative")
+        if not 0.0 <= self.tissue <= 1.0:
+            raise ValueError(f"tissue must be in [0, 1], got {self.tissue}")
         if self.max_scale < 1 or self.blur < 0 or self.noise < 0:
             raise ValueError(
                 f"max_scale must be at least 1, blur and noise non-negative; got "
@@ -428,7 +436,13 @@ def _augment_intensity(image: tf.Tensor, augmentation: Augmentation, seed) -> tf
         image = (image - mean) * _uniform(seeds[1], low, high) + mean
     if augmentation.brightness > 0:
         image = image + _uniform(seeds[2], -augmentation.brightness, augmentation.brightness)
-    more = tf.random.experimental.stateless_split(seeds[2], 4)
+    more = tf.random.experimental.stateless_split(seeds[2], 5)
+    if augmentation.tissue > 0:
+        image = tf.where(
+            _uniform(more[4]) < 0.5,
+            _add_tissue(image, augmentation.tissue, tf.reverse(more[4], [0])),
+            image,
+        )
     if augmentation.blur > 0:
         sigma = _uniform(more[0], 0.0, augmentation.blur)
         blurred = _gaussian_blur(image, sigma)
@@ -438,6 +452,32 @@ def _augment_intensity(image: tf.Tensor, augmentation: Augmentation, seed) -> tf
         noise = scale * tf.random.stateless_normal(tf.shape(image), more[3])
         image = image + tf.where(_uniform(tf.reverse(more[3], [0])) < 0.5, noise, 0.0)
     return tf.clip_by_value(image, 0.0, 1.0)
+
+
+def _add_tissue(image: tf.Tensor, strength: float, seed) -> tf.Tensor:
+    """Lay a random textured background of brightness up to ``strength`` behind a crop.
+
+    The texture is Gaussian noise blurred by 0.5 to 2 pixels (fine fibres and granules),
+    stretched to [0, 1] and raised to a random power of 1 to 3 (from an even granular
+    gray to sparse bright specks), and seen through a smooth random mask of patches a quarter of the
+    crop across (tissue here, empty space there). The crop becomes the brighter of itself
+    and the texture times a random brightness in ``[strength / 4, strength]``: nuclei,
+    brighter than the tissue around them in ``nuclei_bright``, stay as they are, and the
+    labels need not change.
+    """
+    seeds = tf.random.experimental.stateless_split(seed, 4)
+    shape = tf.shape(image)
+    noise = tf.random.stateless_normal(tf.concat([shape[:2], [1]], 0), seeds[0])
+    texture = _gaussian_blur(noise, _uniform(seeds[1], 0.5, 2.0))
+    low, high = tf.reduce_min(texture), tf.reduce_max(texture)
+    texture = (texture - low) / tf.maximum(high - low, 1e-6)
+    texture = tf.pow(texture, _uniform(tf.reverse(seeds[1], [0]), 1.0, 3.0))
+    coarse = tf.random.stateless_uniform([1, 5, 5, 1], seeds[2])
+    patches = tf.image.resize(coarse, shape[:2], method="bicubic")[0]
+    # Half the area on average is tissue, with soft edges.
+    patches = tf.clip_by_value((patches - 0.5) * 4.0 + 0.5, 0.0, 1.0)
+    brightness = _uniform(seeds[3], strength / 4.0, strength)
+    return tf.maximum(image, brightness * texture * patches)
 
 
 def _gaussian_blur(image: tf.Tensor, sigma: tf.Tensor, radius: int = 4) -> tf.Tensor:

@@ -484,6 +484,10 @@ class TrainingConfig:
         Strength, 0 (off) to 1, of the changes of look: Gaussian blur up to ``strength``
         pixels and noise up to ``0.03 * strength`` on half the crops, and random weights of
         the colour channels in the ``nuclei_bright`` gray value.
+    tissue_augmentation : float
+        Brightness, 0 (off) to 1, of the random textured background laid behind half the
+        crops (``Augmentation.tissue``): fluorescence crops are made to look like stained
+        tissue or brightfield cytoplasm, which ``nuclei_bright`` shows as a fibrous mid-gray.
     balance : float
         Draw images of rare sources (imaging type and size) more often: 0 draws every image
         equally often, 1 every source.
@@ -534,6 +538,7 @@ class TrainingConfig:
     representation: str = "nuclei_bright"
     max_scale: float = 2.0
     colour_augmentation: float = 1.0
+    tissue_augmentation: float = 1.0
     balance: float = 0.5
     schedule: str = "cosine"
     dataset: str = "dsb2018"
@@ -583,10 +588,9 @@ class TrainingConfig:
         pipeline.target_channels(self.target)
         if not 0.0 <= self.balance <= 1.0:
             raise ValueError(f"balance must be in [0, 1], got {self.balance}")
-        if not 0.0 <= self.colour_augmentation <= 1.0:
-            raise ValueError(
-                f"colour_augmentation must be in [0, 1], got {self.colour_augmentation}"
-            )
+        for name in ("colour_augmentation", "tissue_augmentation"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
         self.augmentation()  # Checks max_scale.
         if not 0.125 <= self.input_scale <= 4.0:
             raise ValueError(f"input_scale must be in [0.125, 4], got {self.input_scale}")
@@ -641,6 +645,7 @@ class TrainingConfig:
             blur=1.0 * self.colour_augmentation,
             noise=0.03 * self.colour_augmentation,
             channel_weights=self.colour_augmentation > 0,
+            tissue=0.6 * self.tissue_augmentation,
         )
 
     def paths(self, models_dir: str | Path) -> dict[str, Path]:
@@ -657,6 +662,20 @@ class TrainingConfig:
         }
 
 
+# What a run did before a parameter existed, where that differs from today's default: a
+# record without the parameter stands for this value.
+BEFORE_PARAMETER = {"tissue_augmentation": 0.0}
+
+
+def recorded_parameters(record: dict) -> dict:
+    """The training parameters of a run record, complete: a parameter added to
+    :class:`TrainingConfig` after the run was recorded gets the value that reproduces what
+    the run did (:data:`BEFORE_PARAMETER`, else its default). Names this version does not
+    know are kept, so that such a record matches no config."""
+    defaults = {item.name: item.default for item in fields(TrainingConfig)}
+    return {**defaults, **BEFORE_PARAMETER, **record["parameters"]}
+
+
 def finished_run(
     config: TrainingConfig, models_dir: str | Path, exclude_ids: Sequence[str] = ()
 ) -> tuple[keras.Model, dict] | None:
@@ -670,7 +689,7 @@ def finished_run(
     if not (paths["model"].is_file() and paths["record"].is_file()):
         return None
     record = read_run_record(paths["record"])
-    if record["parameters"] != asdict(config):
+    if recorded_parameters(record) != asdict(config):
         return None
     if sorted(record.get("excluded_ids", [])) != sorted(exclude_ids):
         return None
