@@ -436,6 +436,8 @@ def _augment_intensity(image: tf.Tensor, augmentation: Augmentation, seed) -> tf
         image = (image - mean) * _uniform(seeds[1], low, high) + mean
     if augmentation.brightness > 0:
         image = image + _uniform(seeds[2], -augmentation.brightness, augmentation.brightness)
+    # A split into five seeds begins with the four of a split into four, so the blur and
+    # noise draw what they drew before the tissue (the fifth) was added.
     more = tf.random.experimental.stateless_split(seeds[2], 5)
     if augmentation.tissue > 0:
         image = tf.where(
@@ -459,11 +461,11 @@ def _add_tissue(image: tf.Tensor, strength: float, seed) -> tf.Tensor:
 
     The texture is Gaussian noise blurred by 0.5 to 2 pixels (fine fibres and granules),
     stretched to [0, 1] and raised to a random power of 1 to 3 (from an even granular
-    gray to sparse bright specks), and seen through a smooth random mask of patches a quarter of the
-    crop across (tissue here, empty space there). The crop becomes the brighter of itself
-    and the texture times a random brightness in ``[strength / 4, strength]``: nuclei,
-    brighter than the tissue around them in ``nuclei_bright``, stay as they are, and the
-    labels need not change.
+    gray to sparse bright specks), and seen through a smooth random mask of patches a
+    quarter of the crop across (tissue here, empty space there). The crop becomes the
+    brighter of itself and the texture times a random brightness in ``[strength / 4,
+    strength]``: nuclei, brighter than the tissue around them in ``nuclei_bright``, stay as
+    they are, and the labels need not change.
     """
     seeds = tf.random.experimental.stateless_split(seed, 4)
     shape = tf.shape(image)
