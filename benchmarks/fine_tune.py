@@ -64,7 +64,7 @@ def main(argv=None) -> int:
     rest = sorted(picked[args.images + 2 :])
 
     base = replace(
-        training.TrainingConfig(**training.recorded_parameters(base_record)),
+        training.TrainingConfig(**training.recorded_parameters(base_record["parameters"])),
         init_model=str(args.base),
         epochs=args.epochs,
         max_minutes=24 * 60.0,

@@ -5,9 +5,9 @@ so a gain there need not carry to images the project has never seen. This benchm
 out whole *groups* instead: all images of one imaging type and one size, which in DSB2018
 is one source (one microscope, stain and magnification). Each recipe (the one before the
 generalization work, the default before the tissue augmentation, and the default) is
-trained, in the same shorter budget, on stage1_train without the held-out groups (and without the
-validation split, on which its post-processing is tuned as ``03-results`` does), then
-scored on every image of each held-out group.
+trained, in the same shorter budget, on stage1_train without the held-out groups (and
+without the validation split, on which its post-processing is tuned as ``03-results``
+does), then scored on every image of each held-out group.
 
 The models stay in ``models/generalization/`` with their tuned settings (for
 ``benchmarks/scale_check.py --model``, say). By default one group of each imaging type is
@@ -92,8 +92,14 @@ def parse_overrides(items: list[str]) -> dict:
             raise ValueError(f"{item!r} is not NAME=VALUE with a TrainingConfig parameter")
         kind = types[name]
         try:
-            overrides[name] = (value.lower() in ("1", "true")) if kind is bool else kind(value)
-        except ValueError:
+            if kind is bool:
+                # A mistyped flag must not read as False.
+                overrides[name] = {"true": True, "1": True, "false": False, "0": False}[
+                    value.lower()
+                ]
+            else:
+                overrides[name] = kind(value)
+        except (KeyError, ValueError):
             raise ValueError(f"{name} must be {kind.__name__}, got {value!r}") from None
     replace(training.TrainingConfig(), **overrides)  # Checks ranges.
     return overrides

@@ -277,19 +277,16 @@ def test_a_run_recorded_before_a_parameter_existed_counts_as_what_it_did(disc_mo
     del parameters["tissue_augmentation"]
     record = {"parameters": parameters, "excluded_ids": ["a"]}
     paths["record"].write_text(json.dumps(record))
-    assert training.recorded_parameters(record)["tissue_augmentation"] == 0.0
+    assert training.recorded_parameters(parameters)["tissue_augmentation"] == 0.0
     assert training.finished_run(before, tmp_path, ["a"]) is not None
     # The same record does not stand for today's default (tissue augmentation on), nor for
     # a run that excluded other images, nor with a parameter this version does not know.
     assert training.TrainingConfig().tissue_augmentation > 0
-    assert training.finished_run(replace_name(training.TrainingConfig()), tmp_path, ["a"]) is None
+    today = training.TrainingConfig(model_name="old")
+    assert training.finished_run(today, tmp_path, ["a"]) is None
     assert training.finished_run(before, tmp_path, ["b"]) is None
     paths["record"].write_text(json.dumps({**record, "parameters": {**parameters, "x": 1}}))
     assert training.finished_run(before, tmp_path, ["a"]) is None
-
-
-def replace_name(config):
-    return dataclasses.replace(config, model_name="old")
 
 
 def test_the_generalization_check_reads_a_candidate_recipe():
@@ -303,6 +300,7 @@ def test_the_generalization_check_reads_a_candidate_recipe():
         "balance": 1.0,
     }
     assert generalization.parse_overrides(["jit_compile=false"]) == {"jit_compile": False}
-    for bad in (["tissue_augmentation"], ["colour=1"], ["epochs=many"], ["balance=3"]):
+    bad_items = (["tissue_augmentation"], ["colour=1"], ["epochs=many"], ["balance=3"])
+    for bad in (*bad_items, ["jit_compile=maybe"]):
         with pytest.raises(ValueError):
             generalization.parse_overrides(bad)

@@ -110,6 +110,20 @@ def test_a_resume_with_any_changed_parameter_but_the_budget_is_refused(tmp_path,
     assert resume_dir.is_dir(), "a refused resume keeps the checkpoint"
 
 
+def test_a_checkpoint_from_before_a_parameter_existed_resumes_only_as_what_it_did(tmp_path):
+    before = training.TrainingConfig(**TINY, model_name="tiny", tissue_augmentation=0.0)
+    parameters = asdict(before)
+    del parameters["tissue_augmentation"]
+    _checkpoint(tmp_path / "tiny.resume", parameters)
+    # Accepted: train goes on to read the data, which is not there.
+    with pytest.raises(FileNotFoundError, match="no such data folder"):
+        training.train(before, data_dir=tmp_path / "none", models_dir=tmp_path)
+    today = replace(before, tissue_augmentation=1.0)
+    refused = r"other parameters.*'tissue_augmentation': \(0.0, 1.0\)"
+    with pytest.raises(ValueError, match=refused):
+        training.train(today, data_dir=tmp_path / "none", models_dir=tmp_path)
+
+
 def test_train_then_evaluate_from_the_command_line(disc_folder, tmp_path, capsys):
     root, ids = disc_folder
     models = tmp_path / "models"

@@ -439,16 +439,19 @@ def _augment_intensity(image: tf.Tensor, augmentation: Augmentation, seed) -> tf
     # A split into five seeds begins with the four of a split into four, so the blur and
     # noise draw what they drew before the tissue (the fifth) was added.
     more = tf.random.experimental.stateless_split(seeds[2], 5)
+    # The tissue and the blur go to half the crops each; tf.cond makes them only for those
+    # (tf.where would compute them for every crop and throw half away).
     if augmentation.tissue > 0:
-        image = tf.where(
+        image = tf.cond(
             _uniform(more[4]) < 0.5,
-            _add_tissue(image, augmentation.tissue, tf.reverse(more[4], [0])),
-            image,
+            lambda: _add_tissue(image, augmentation.tissue, tf.reverse(more[4], [0])),
+            lambda: image,
         )
     if augmentation.blur > 0:
         sigma = _uniform(more[0], 0.0, augmentation.blur)
-        blurred = _gaussian_blur(image, sigma)
-        image = tf.where(_uniform(more[1]) < 0.5, blurred, image)
+        image = tf.cond(
+            _uniform(more[1]) < 0.5, lambda: _gaussian_blur(image, sigma), lambda: image
+        )
     if augmentation.noise > 0:
         scale = _uniform(more[2], 0.0, augmentation.noise)
         noise = scale * tf.random.stateless_normal(tf.shape(image), more[3])

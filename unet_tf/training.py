@@ -667,13 +667,13 @@ class TrainingConfig:
 BEFORE_PARAMETER = {"tissue_augmentation": 0.0}
 
 
-def recorded_parameters(record: dict) -> dict:
-    """The training parameters of a run record, complete: a parameter added to
-    :class:`TrainingConfig` after the run was recorded gets the value that reproduces what
-    the run did (:data:`BEFORE_PARAMETER`, else its default). Names this version does not
-    know are kept, so that such a record matches no config."""
+def recorded_parameters(parameters: dict) -> dict:
+    """The training parameters of a run record or checkpoint, complete: a parameter added
+    to :class:`TrainingConfig` after the run was recorded gets the value that reproduces
+    what the run did (:data:`BEFORE_PARAMETER`, else its default). Names this version does
+    not know are kept, so that such a record matches no config."""
     defaults = {item.name: item.default for item in fields(TrainingConfig)}
-    return {**defaults, **BEFORE_PARAMETER, **record["parameters"]}
+    return {**defaults, **BEFORE_PARAMETER, **parameters}
 
 
 def finished_run(
@@ -689,7 +689,7 @@ def finished_run(
     if not (paths["model"].is_file() and paths["record"].is_file()):
         return None
     record = read_run_record(paths["record"])
-    if recorded_parameters(record) != asdict(config):
+    if recorded_parameters(record["parameters"]) != asdict(config):
         return None
     if sorted(record.get("excluded_ids", [])) != sorted(exclude_ids):
         return None
@@ -861,7 +861,9 @@ def _resume_state(config: TrainingConfig, resume_dir: Path, resume: bool) -> dic
     """The checkpoint to continue from, after checking that it was made with ``config``."""
     state = latest_checkpoint(resume_dir) if resume else None
     if state:
-        changed = changed_parameters(state.get("parameters", {}), asdict(config), RESUMABLE)
+        # A checkpoint made before a parameter existed is read as what that run did.
+        recorded = recorded_parameters(state.get("parameters", {}))
+        changed = changed_parameters(recorded, asdict(config), RESUMABLE)
         if changed:
             raise ValueError(
                 f"{resume_dir} holds an interrupted run with other parameters ({changed}); "
