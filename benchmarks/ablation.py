@@ -67,6 +67,21 @@ def row_of(name: str, rescaling: bool, per_image: pd.DataFrame, epochs: int, min
     return row
 
 
+def unscaled_results(tuning: evaluation.Tuning) -> pd.DataFrame:
+    """The per-image results of the chosen model and post-processing without the rescaling.
+
+    They are those of the step the rescaling row was made from, which need not be the last
+    step: tuned connected components can beat the watershed of an under-trained model.
+    """
+    chosen = tuning.chosen
+    (step,) = [
+        step
+        for step in tuning.steps
+        if not step.rescale and (step.tta, step.postprocess) == (chosen.tta, chosen.postprocess)
+    ][-1:]
+    return tuning.results[step.name]
+
+
 def run(name: str, change: dict, epochs: int, models_dir: Path, max_images: int, reuse: bool):
     """Train one recipe (or, with ``reuse``, take the model of a finished run of it), tune it
     on the validation split, and return its table rows."""
@@ -86,8 +101,7 @@ def run(name: str, change: dict, epochs: int, models_dir: Path, max_images: int,
     trained = record["epochs_trained"], round(record["training_minutes"], 1)
     rows = [row_of(name, tuning.chosen.rescale, tuning.per_image, *trained)]
     if tuning.chosen.rescale:
-        # The step before the rescaling row is the same model and post-processing without it.
-        rows.append(row_of(name, False, tuning.results[tuning.steps[-2].name], *trained))
+        rows.append(row_of(name, False, unscaled_results(tuning), *trained))
     return rows
 
 

@@ -12,7 +12,7 @@ import pytest
 import tensorflow as tf
 from conftest import TINY_TRAINING, disc_labels
 
-from unet_tf import appearance, inference, pipeline, training
+from unet_tf import appearance, evaluation, inference, pipeline, training
 
 SHAPE = (64, 80)
 DISCS = [((20, 20), 8), ((40, 55), 10), ((50, 15), 5)]
@@ -174,6 +174,32 @@ def test_tissue_lies_behind_the_nuclei_and_leaves_them_and_the_labels_as_they_we
     assert np.mean([np.mean(background > 0.01) for background in with_tissue]) > 0.2
 
 
+def test_lower_resolution_blurs_half_the_crops_and_leaves_the_labels():
+    labels = disc_labels((96, 96), [((30, 30), 10), ((60, 70), 12), ((75, 20), 7)])
+    image = tf.constant(np.where(labels > 0, 0.9, 0.0).astype(np.float32)[..., None])
+    plain = pipeline.Augmentation(
+        flips=False, rotations=False, brightness=0.0, contrast=(1, 1), gamma=(1, 1)
+    )
+    lowered = dataclasses.replace(plain, low_resolution=4.0)
+    edges = []
+    for seed in range(16):
+        key = tf.constant([seed, 1], tf.int64)
+        crop, crop_labels = pipeline.augment_sample(image, tf.constant(labels), 96, lowered, key)
+        sharp, same_labels = pipeline.augment_sample(image, tf.constant(labels), 96, plain, key)
+        np.testing.assert_array_equal(crop_labels.numpy(), same_labels.numpy())
+        crop, sharp = crop.numpy()[..., 0], sharp.numpy()[..., 0]
+        if not np.allclose(crop, sharp):
+            # Softer edges: the steepest step between neighbours is lower; the mean stays.
+            edges.append(np.abs(np.diff(crop, axis=1)).max() / np.abs(np.diff(sharp, axis=1)).max())
+            assert crop.mean() == pytest.approx(sharp.mean(), rel=0.05)
+    assert 3 <= len(edges) <= 13
+    assert max(edges) < 0.9
+    with pytest.raises(ValueError, match="low_resolution must be at least 1"):
+        pipeline.Augmentation(low_resolution=0.5)
+    with pytest.raises(ValueError, match="resolution_augmentation must be in"):
+        training.TrainingConfig(resolution_augmentation=2.0)
+
+
 def test_zoom_changes_the_size_of_nuclei_in_the_crops():
     areas = []
     for max_scale in (1.0, 3.0):
@@ -304,3 +330,73 @@ def test_the_generalization_check_reads_a_candidate_recipe():
     for bad in (*bad_items, ["jit_compile=maybe"]):
         with pytest.raises(ValueError):
             generalization.parse_overrides(bad)
+
+
+class FragmentingNetwork:
+    """A stand-in for a network trained on nuclei up to ``largest`` pixels across: it marks
+    those whole and sure (0.97), and cuts larger ones into unsure 6-pixel pieces (0.7), as
+    a real network does with nuclei far larger than its training ones."""
+
+    depth, channels = 2, 1
+
+    def __init__(self, largest: float):
+        self.largest = largest
+
+    def predict_on_batch(self, batch):
+        from scipy import ndimage
+
+        outputs = []
+        for tile in np.asarray(batch)[..., 0]:
+            blobs, count = ndimage.label(tile > 0.5)
+            radius = ndimage.maximum(
+                ndimage.distance_transform_edt(blobs > 0), blobs, np.arange(1, count + 1)
+            )
+            large = np.isin(blobs, 1 + np.flatnonzero(2 * np.asarray(radius) > self.largest))
+            rows, cols = np.indices(tile.shape)
+            pieces = large & ((rows // 6 + cols // 6) % 2 == 0) & (rows % 6 > 0) & (cols % 6 > 0)
+            output = np.where(blobs > 0, 0.97, 0.02)
+            output = np.where(large, np.where(pieces, 0.7, 0.02), output)
+            outputs.append(output[..., None].astype(np.float32))
+        return np.stack(outputs)
+
+
+def test_the_size_estimate_is_not_fooled_by_large_nuclei_cut_into_pieces():
+    net = FragmentingNetwork(largest=30)
+    # Nuclei 48 pixels across: at their own size the network sees pieces about 6 across.
+    centres = [(100 + 150 * (i // 3), 100 + 150 * (i % 3)) for i in range(9)]
+    image = painted(
+        disc_labels((512, 512), [(centre, 24) for centre in centres]), *LOOKS["fluorescence"]
+    )
+    output = inference.predict_full(net, image, tile_size=512)
+    pieces = inference.to_instances(output, "components", threshold=0.5, min_area=5)
+    assert inference.median_diameter(pieces) < 10
+    # Half the size shows them whole, 24 across: the training size.
+    assert inference.estimate_scale(net, image, nucleus_diameter=24.0, tile_size=512) == 0.5
+    # Nuclei that are small are not taken for pieces: they are enlarged to the training size.
+    small = painted(
+        disc_labels((512, 512), [(centre, 5) for centre in centres]), *LOOKS["fluorescence"]
+    )
+    scale = inference.estimate_scale(net, small, 24.0, tile_size=512)
+    assert 2.0 <= scale <= 2.8
+
+
+def test_the_ablation_row_without_rescaling_is_the_chosen_step_without_it():
+    import types
+
+    import pandas as pd
+
+    path = Path(__file__).parents[1] / "benchmarks" / "ablation.py"
+    spec = importlib.util.spec_from_file_location("ablation", path)
+    ablation = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ablation)
+
+    components = evaluation.Step("components", False, {"method": "components"})
+    border = evaluation.Step("border", False, {"method": "watershed_border"})
+    # Tuned connected components won, though the watershed came after them.
+    rescaled = evaluation.Step("rescaled", False, components.postprocess, rescale=True)
+    scores = {"components": 0.3, "border": 0.2, "rescaled": 0.4}
+    results = {name: pd.DataFrame({"dsb_score": [score]}) for name, score in scores.items()}
+    tuning = types.SimpleNamespace(
+        steps=[components, border, rescaled], chosen=rescaled, results=results
+    )
+    assert ablation.unscaled_results(tuning) is results["components"]

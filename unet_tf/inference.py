@@ -279,6 +279,27 @@ def median_diameter(labels: np.ndarray) -> float | None:
 _SIZE_PROBE = {"method": "components", "threshold": 0.5, "min_area": MIN_AREA}
 
 
+# Probes for nuclei far larger than the training ones (see estimate_scale): the image is
+# also segmented at these scales unless its first pass finds large nuclei, provided the
+# probe keeps at least PROBE_MIN_SIDE pixels on its short side (most 256-pixel images are
+# not probed at all).
+PROBE_SCALES = (0.5, 0.25)
+PROBE_MIN_SIDE = 256
+
+
+def _measure(model, image, scale, tile_size, output=None):
+    """A size pass at ``scale``: the median nucleus diameter (in the pass' pixels), the
+    objects' area in the image's own pixels, and the share of the nucleus pixels the
+    network is sure of (probability above 0.9 of those above 0.5)."""
+    if output is None:
+        scaled = resize(image, scaled_shape(image.shape, scale)) if scale != 1.0 else image
+        output = predict_full(model, scaled, tile_size=tile_size)
+    labels = to_instances(output, **_SIZE_PROBE)
+    nucleus = output[..., 0]
+    sure = float((nucleus > 0.9).sum() / max(int((nucleus > 0.5).sum()), 1))
+    return median_diameter(labels), float((labels > 0).sum()) / scale**2, sure
+
+
 def estimate_scale(
     model,
     image: np.ndarray,
@@ -291,27 +312,44 @@ def estimate_scale(
 
     A first pass (without TTA) segments the image and measures the median nucleus
     diameter; if it differs from ``nucleus_diameter`` by more than ``SCALE_TOLERANCE`` the
-    image is resampled and measured again (a network cuts nuclei far larger than it was
-    trained on into pieces, so one measurement can fall short), up to ``rounds`` times, as
-    Cellpose estimates diameters. The result lies in ``[1 / MAX_SCALE, MAX_SCALE]``; 1.0
-    means "leave the image as it is". ``first_output``, the image's plain output at its own
-    scale (:func:`predict_full` without TTA) when the caller has it, saves the first pass.
+    image is resampled and measured again, up to ``rounds`` times, as Cellpose estimates
+    diameters. The result lies in ``[1 / MAX_SCALE, MAX_SCALE]``; 1.0 means "leave the
+    image as it is". ``first_output``, the image's plain output at its own scale
+    (:func:`predict_full` without TTA) when the caller has it, saves the first pass.
+
+    A network cuts nuclei far larger than it was trained on into pieces, which look like
+    nuclei of the training size or smaller and would leave the image as it is or even
+    enlarge it. So unless the first pass finds nuclei larger than the training size (by
+    more than the tolerance), the image is also segmented at the ``PROBE_SCALES``. A probe
+    is believed instead when its objects cover at least 1.5 times the area and the network
+    is surer of its nucleus pixels (by 0.05 of them): whole nuclei rather than pieces. Of
+    the probes believed, the one whose nuclei come closest to ``nucleus_diameter`` is where
+    the rounds start.
     """
     if not nucleus_diameter or nucleus_diameter <= 0:
         raise ValueError(f"nucleus_diameter must be positive, got {nucleus_diameter!r}")
-    scale, output = 1.0, first_output
-    for _ in range(rounds):
-        if output is None:
-            scaled = resize(image, scaled_shape(image.shape, scale))
-            output = predict_full(model, scaled, tile_size=tile_size)
-        diameter = median_diameter(to_instances(output, **_SIZE_PROBE))
-        output = None
+    diameter, area, sure = _measure(model, image, 1.0, tile_size, first_output)
+    scale = 1.0
+    if diameter is None or diameter < nucleus_diameter * SCALE_TOLERANCE:
+        believed = []
+        for probe in PROBE_SCALES:
+            if min(image.shape[:2]) * probe < PROBE_MIN_SIDE:
+                break
+            probe_diameter, probe_area, probe_sure = _measure(model, image, probe, tile_size)
+            if probe_diameter and probe_area >= 1.5 * area and probe_sure > sure + 0.05:
+                distance = abs(np.log(probe_diameter / nucleus_diameter))
+                believed.append((distance, probe, probe_diameter))
+        if believed:
+            _, scale, diameter = min(believed)
+    for round_ in range(rounds):
         if diameter is None:
             break
         step = nucleus_diameter / diameter
         if 1 / SCALE_TOLERANCE <= step <= SCALE_TOLERANCE:
             break
         scale = float(np.clip(scale * step, 1 / MAX_SCALE, MAX_SCALE))
+        if round_ < rounds - 1:
+            diameter = _measure(model, image, scale, tile_size)[0]
     return scale if not 1 / SCALE_TOLERANCE <= scale <= SCALE_TOLERANCE else 1.0
 
 

@@ -203,6 +203,11 @@ class Augmentation:
         (0 disables): stained tissue and brightfield cytoplasm, as ``nuclei_bright`` shows
         them, are a fibrous mid-gray around the nuclei, while fluorescence images, most of
         the training set, are black there. See :func:`_add_tissue`.
+    low_resolution : float
+        Largest factor by which half the crops are shrunk (antialiased) and enlarged back
+        (bilinear), log-uniform from 1 (1 disables): images taken at a lower magnification
+        than the training ones, which the automatic rescaling enlarges to the training
+        nucleus size at inference, look like this. Labels are unchanged.
     """
 
     flips: bool = True
@@ -221,12 +226,15 @@ class Augmentation:
     noise: float = 0.0
     channel_weights: bool = False
     tissue: float = 0.0
+    low_resolution: float = 1.0
 
     def __post_init__(self):
         if self.brightness < 0 or self.shear < 0 or self.elastic_alpha < 0:
             raise ValueError("brightness, shear and elastic_alpha must be non-negative")
         if not 0.0 <= self.tissue <= 1.0:
             raise ValueError(f"tissue must be in [0, 1], got {self.tissue}")
+        if self.low_resolution < 1:
+            raise ValueError(f"low_resolution must be at least 1, got {self.low_resolution}")
         if self.max_scale < 1 or self.blur < 0 or self.noise < 0:
             raise ValueError(
                 f"max_scale must be at least 1, blur and noise non-negative; got "
@@ -485,6 +493,15 @@ def _add_tissue(image: tf.Tensor, strength: float, seed) -> tf.Tensor:
     return tf.maximum(image, brightness * texture * patches)
 
 
+def _lower_resolution(image: tf.Tensor, largest: float, seed) -> tf.Tensor:
+    """Shrink a square crop by a factor log-uniform in ``[1, largest]`` and enlarge it back."""
+    size = tf.shape(image)[0]
+    factor = tf.exp(_uniform(seed, 0.0, np.log(largest)))
+    small = tf.maximum(tf.cast(tf.round(tf.cast(size, tf.float32) / factor), tf.int32), 1)
+    shrunk = tf.image.resize(image, tf.stack([small, small]), "bilinear", antialias=True)
+    return tf.ensure_shape(tf.image.resize(shrunk, tf.stack([size, size]), "bilinear"), image.shape)
+
+
 def _gaussian_blur(image: tf.Tensor, sigma: tf.Tensor, radius: int = 4) -> tf.Tensor:
     """Blur every channel of ``(H, W, C)`` with a Gaussian of ``sigma`` pixels (at most
     ``radius / 2`` for a faithful kernel), as two separable convolutions."""
@@ -566,7 +583,16 @@ def augment_sample(
         turns = tf.random.stateless_uniform([], seeds[2], 0, 4, dtype=tf.int32)
         stack = tf.image.rot90(stack, turns)
     stack = tf.ensure_shape(stack, [crop_size, crop_size, None])
-    image = _augment_intensity(stack[..., :channels], augmentation, seeds[3])
+    image = stack[..., :channels]
+    if augmentation.low_resolution > 1:
+        # Drawn from a seed split off the flips' seed, so every other draw stays as it was.
+        more = tf.random.experimental.stateless_split(seeds[1], 2)
+        image = tf.cond(
+            _uniform(more[0]) < 0.5,
+            lambda: _lower_resolution(image, augmentation.low_resolution, more[1]),
+            lambda: image,
+        )
+    image = _augment_intensity(image, augmentation, seeds[3])
     labels = tf.cast(tf.round(stack[..., -1]), tf.int32)
     return image, labels
 

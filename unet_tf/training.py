@@ -488,6 +488,10 @@ class TrainingConfig:
         Brightness, 0 (off) to 1, of the random textured background laid behind half the
         crops (``Augmentation.tissue``): fluorescence crops are made to look like stained
         tissue or brightfield cytoplasm, which ``nuclei_bright`` shows as a fibrous mid-gray.
+    resolution_augmentation : float
+        Strength, 0 (off) to 1, of the lower resolution given to half the crops
+        (``Augmentation.low_resolution``): shrunk by up to ``1 + 3 * strength`` and enlarged
+        back, as low-magnification images are when the automatic rescaling enlarges them.
     balance : float
         Draw images of rare sources (imaging type and size) more often: 0 draws every image
         equally often, 1 every source.
@@ -539,6 +543,7 @@ class TrainingConfig:
     max_scale: float = 2.0
     colour_augmentation: float = 1.0
     tissue_augmentation: float = 1.0
+    resolution_augmentation: float = 0.0
     balance: float = 0.5
     schedule: str = "cosine"
     dataset: str = "dsb2018"
@@ -588,7 +593,7 @@ class TrainingConfig:
         pipeline.target_channels(self.target)
         if not 0.0 <= self.balance <= 1.0:
             raise ValueError(f"balance must be in [0, 1], got {self.balance}")
-        for name in ("colour_augmentation", "tissue_augmentation"):
+        for name in ("colour_augmentation", "tissue_augmentation", "resolution_augmentation"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
         self.augmentation()  # Checks max_scale.
@@ -646,6 +651,7 @@ class TrainingConfig:
             noise=0.03 * self.colour_augmentation,
             channel_weights=self.colour_augmentation > 0,
             tissue=0.6 * self.tissue_augmentation,
+            low_resolution=1.0 + 3.0 * self.resolution_augmentation,
         )
 
     def paths(self, models_dir: str | Path) -> dict[str, Path]:
