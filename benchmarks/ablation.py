@@ -102,6 +102,8 @@ def run(name: str, change: dict, epochs: int, models_dir: Path, max_images: int,
     rows = [row_of(name, tuning.chosen.rescale, tuning.per_image, *trained)]
     if tuning.chosen.rescale:
         rows.append(row_of(name, False, unscaled_results(tuning), *trained))
+    for row in rows:
+        row["post-processing"] = tuning.chosen.postprocess["method"]
     return rows
 
 

@@ -360,24 +360,54 @@ class FragmentingNetwork:
         return np.stack(outputs)
 
 
+def _discs(radius: int) -> np.ndarray:
+    """A 1024-pixel fluorescence image of 25 discs of ``radius``."""
+    centres = [(120 + 190 * (i // 5), 120 + 190 * (i % 5)) for i in range(25)]
+    return painted(
+        disc_labels((1024, 1024), [(c, radius) for c in centres]), *LOOKS["fluorescence"]
+    )
+
+
 def test_the_size_estimate_is_not_fooled_by_large_nuclei_cut_into_pieces():
     net = FragmentingNetwork(largest=30)
     # Nuclei 48 pixels across: at their own size the network sees pieces about 6 across.
-    centres = [(100 + 150 * (i // 3), 100 + 150 * (i % 3)) for i in range(9)]
-    image = painted(
-        disc_labels((512, 512), [(centre, 24) for centre in centres]), *LOOKS["fluorescence"]
-    )
-    output = inference.predict_full(net, image, tile_size=512)
+    image = _discs(24)
+    output = inference.predict_full(net, image, tile_size=1024)
     pieces = inference.to_instances(output, "components", threshold=0.5, min_area=5)
     assert inference.median_diameter(pieces) < 10
-    # Half the size shows them whole, 24 across: the training size.
-    assert inference.estimate_scale(net, image, nucleus_diameter=24.0, tile_size=512) == 0.5
+    # A half and a quarter show them whole, 24 and 12 across; 24 is the training size.
+    assert inference.estimate_scale(net, image, nucleus_diameter=24.0, tile_size=1024) == 0.5
     # Nuclei that are small are not taken for pieces: they are enlarged to the training size.
-    small = painted(
-        disc_labels((512, 512), [(centre, 5) for centre in centres]), *LOOKS["fluorescence"]
-    )
-    scale = inference.estimate_scale(net, small, 24.0, tile_size=512)
+    scale = inference.estimate_scale(net, _discs(5), 24.0, tile_size=1024)
     assert 2.0 <= scale <= 2.8
+
+
+class SameSizeNetwork:
+    """A stand-in for a network that, on a shrunk image, takes whatever is bright for
+    nuclei of the one size it knows (whole cells in a brightfield image, say): sure discs
+    16 pixels across on a 20-pixel grid, at any scale. At the image's own size (tiles over
+    600 pixels) it finds unsure 6-pixel specks there instead."""
+
+    depth, channels = 2, 1
+
+    def predict_on_batch(self, batch):
+        outputs = []
+        for tile in np.asarray(batch)[..., 0]:
+            rows, cols = np.indices(tile.shape)
+            near = np.hypot((rows % 20) - 10, (cols % 20) - 10)
+            own_size = tile.shape[0] > 600
+            found = (near < 3) if own_size else (near < 8)
+            output = np.where((tile > 0.5) & found, 0.7 if own_size else 0.97, 0.02)
+            outputs.append(output[..., None].astype(np.float32))
+        return np.stack(outputs)
+
+
+def test_the_size_estimate_ignores_probes_that_find_nuclei_of_one_size_at_any_scale():
+    # The probes find more area, and are surer of it, but their nuclei are 16 pixels
+    # across at a half and at a quarter: 32 and 64 in the image's own pixels.
+    image = painted(disc_labels((1024, 1024), [((512, 512), 400)]), *LOOKS["fluorescence"])
+    scale = inference.estimate_scale(SameSizeNetwork(), image, 16.0, tile_size=1024)
+    assert scale > 1.25
 
 
 def test_the_ablation_row_without_rescaling_is_the_chosen_step_without_it():

@@ -279,10 +279,9 @@ def median_diameter(labels: np.ndarray) -> float | None:
 _SIZE_PROBE = {"method": "components", "threshold": 0.5, "min_area": MIN_AREA}
 
 
-# Probes for nuclei far larger than the training ones (see estimate_scale): the image is
-# also segmented at these scales unless its first pass finds large nuclei, provided the
-# probe keeps at least PROBE_MIN_SIDE pixels on its short side (most 256-pixel images are
-# not probed at all).
+# Probes for nuclei far larger than the training ones (see estimate_scale): an image whose
+# first pass finds only small nuclei is also segmented at these scales, if every probe keeps
+# at least PROBE_MIN_SIDE pixels on its short side (images of 1024 pixels or more).
 PROBE_SCALES = (0.5, 0.25)
 PROBE_MIN_SIDE = 256
 
@@ -318,29 +317,36 @@ def estimate_scale(
     (:func:`predict_full` without TTA) when the caller has it, saves the first pass.
 
     A network cuts nuclei far larger than it was trained on into pieces, which look like
-    nuclei of the training size or smaller and would leave the image as it is or even
-    enlarge it. So unless the first pass finds nuclei larger than the training size (by
-    more than the tolerance), the image is also segmented at the ``PROBE_SCALES``. A probe
-    is believed instead when its objects cover at least 1.5 times the area and the network
-    is surer of its nucleus pixels (by 0.05 of them): whole nuclei rather than pieces. Of
-    the probes believed, the one whose nuclei come closest to ``nucleus_diameter`` is where
-    the rounds start.
+    small nuclei and would have the image enlarged. So when the first pass finds nuclei
+    smaller than the training size (or none), a large image is also segmented at the
+    ``PROBE_SCALES``, and the probes are believed instead if both show whole nuclei where
+    the first pass showed pieces: at each probe the objects cover at least 1.5 times the
+    area and the network is at least as sure of its nucleus pixels, and the two probes
+    agree on the nuclei's size in the image's own pixels (within a factor of
+    ``sqrt(2)``). The last condition tells large nuclei from cells or tissue that the
+    network takes for nuclei once an image is shrunk: those look the same size at every
+    probe, so their size in the image's own pixels doubles from one probe to the next.
+    The rounds then start from the probe whose nuclei come closest to
+    ``nucleus_diameter``.
     """
     if not nucleus_diameter or nucleus_diameter <= 0:
         raise ValueError(f"nucleus_diameter must be positive, got {nucleus_diameter!r}")
     diameter, area, sure = _measure(model, image, 1.0, tile_size, first_output)
     scale = 1.0
-    if diameter is None or diameter < nucleus_diameter * SCALE_TOLERANCE:
-        believed = []
-        for probe in PROBE_SCALES:
-            if min(image.shape[:2]) * probe < PROBE_MIN_SIDE:
-                break
-            probe_diameter, probe_area, probe_sure = _measure(model, image, probe, tile_size)
-            if probe_diameter and probe_area >= 1.5 * area and probe_sure > sure + 0.05:
-                distance = abs(np.log(probe_diameter / nucleus_diameter))
-                believed.append((distance, probe, probe_diameter))
-        if believed:
-            _, scale, diameter = min(believed)
+    large_enough = min(image.shape[:2]) * min(PROBE_SCALES) >= PROBE_MIN_SIDE
+    if large_enough and (diameter is None or diameter < nucleus_diameter / SCALE_TOLERANCE):
+        probes = [(probe, *_measure(model, image, probe, tile_size)) for probe in PROBE_SCALES]
+        whole = all(
+            found and found_area >= 1.5 * area and found_sure >= sure
+            for _, found, found_area, found_sure in probes
+        )
+        if whole:
+            own_sizes = [found / probe for probe, found, _, _ in probes]
+            if max(own_sizes) <= np.sqrt(2) * min(own_sizes):
+                _, scale, diameter = min(
+                    (abs(np.log(found / nucleus_diameter)), probe, found)
+                    for probe, found, _, _ in probes
+                )
     for round_ in range(rounds):
         if diameter is None:
             break
