@@ -148,23 +148,35 @@ def test_zoom_blur_noise_and_colour_weights_keep_image_and_labels_aligned(repres
     assert overlap > 0.8
 
 
-def test_tissue_lies_behind_the_nuclei_and_leaves_them_and_the_labels_as_they_were():
-    labels = disc_labels((96, 96), [((30, 30), 10), ((60, 70), 12), ((75, 20), 7)])
-    # A fluorescence crop as nuclei_bright gives it: nuclei at 0.9, background black.
-    image = tf.constant(np.where(labels > 0, 0.9, 0.0).astype(np.float32)[..., None])
+CROP_LABELS = disc_labels((96, 96), [((30, 30), 10), ((60, 70), 12), ((75, 20), 7)])
+
+
+def crops_with_and_without(**change):
+    """16 seeded crops of a fluorescence crop as nuclei_bright gives it (nuclei at 0.9,
+    background black), each made with the augmentation ``change`` and without it, only
+    the change differing; the labels of the two are checked to be equal."""
+    image = tf.constant(np.where(CROP_LABELS > 0, 0.9, 0.0).astype(np.float32)[..., None])
+    labels = tf.constant(CROP_LABELS)
     plain = pipeline.Augmentation(
         flips=False, rotations=False, brightness=0.0, contrast=(1, 1), gamma=(1, 1)
     )
-    tissue = dataclasses.replace(plain, tissue=0.6)
-    with_tissue = []
+    changed = dataclasses.replace(plain, **change)
+    pairs = []
     for seed in range(16):
         key = tf.constant([seed, 1], tf.int64)
-        crop, crop_labels = pipeline.augment_sample(image, tf.constant(labels), 96, tissue, key)
-        unchanged, same_labels = pipeline.augment_sample(image, tf.constant(labels), 96, plain, key)
-        crop = crop.numpy()[..., 0]
+        crop, crop_labels = pipeline.augment_sample(image, labels, 96, changed, key)
+        unchanged, same_labels = pipeline.augment_sample(image, labels, 96, plain, key)
         np.testing.assert_array_equal(crop_labels.numpy(), same_labels.numpy())
-        np.testing.assert_array_equal(crop[labels > 0], unchanged.numpy()[..., 0][labels > 0])
-        background = crop[labels == 0]
+        pairs.append((crop.numpy()[..., 0], unchanged.numpy()[..., 0]))
+    return pairs
+
+
+def test_tissue_lies_behind_the_nuclei_and_leaves_them_and_the_labels_as_they_were():
+    with_tissue = []
+    for crop, unchanged in crops_with_and_without(tissue=0.6):
+        nuclei = CROP_LABELS > 0
+        np.testing.assert_array_equal(crop[nuclei], unchanged[nuclei])
+        background = crop[~nuclei]
         assert background.max() <= 0.6 + 1e-6
         if background.max() > 0:
             with_tissue.append(background)
@@ -175,19 +187,8 @@ def test_tissue_lies_behind_the_nuclei_and_leaves_them_and_the_labels_as_they_we
 
 
 def test_lower_resolution_blurs_half_the_crops_and_leaves_the_labels():
-    labels = disc_labels((96, 96), [((30, 30), 10), ((60, 70), 12), ((75, 20), 7)])
-    image = tf.constant(np.where(labels > 0, 0.9, 0.0).astype(np.float32)[..., None])
-    plain = pipeline.Augmentation(
-        flips=False, rotations=False, brightness=0.0, contrast=(1, 1), gamma=(1, 1)
-    )
-    lowered = dataclasses.replace(plain, low_resolution=4.0)
     edges = []
-    for seed in range(16):
-        key = tf.constant([seed, 1], tf.int64)
-        crop, crop_labels = pipeline.augment_sample(image, tf.constant(labels), 96, lowered, key)
-        sharp, same_labels = pipeline.augment_sample(image, tf.constant(labels), 96, plain, key)
-        np.testing.assert_array_equal(crop_labels.numpy(), same_labels.numpy())
-        crop, sharp = crop.numpy()[..., 0], sharp.numpy()[..., 0]
+    for crop, sharp in crops_with_and_without(low_resolution=4.0):
         if not np.allclose(crop, sharp):
             # Softer edges: the steepest step between neighbours is lower; the mean stays.
             edges.append(np.abs(np.diff(crop, axis=1)).max() / np.abs(np.diff(sharp, axis=1)).max())

@@ -447,24 +447,29 @@ def _augment_intensity(image: tf.Tensor, augmentation: Augmentation, seed) -> tf
     # A split into five seeds begins with the four of a split into four, so the blur and
     # noise draw what they drew before the tissue (the fifth) was added.
     more = tf.random.experimental.stateless_split(seeds[2], 5)
-    # The tissue and the blur go to half the crops each; tf.cond makes them only for those
-    # (tf.where would compute them for every crop and throw half away).
     if augmentation.tissue > 0:
-        image = tf.cond(
-            _uniform(more[4]) < 0.5,
+        image = _to_half(
+            image,
+            more[4],
             lambda: _add_tissue(image, augmentation.tissue, tf.reverse(more[4], [0])),
-            lambda: image,
         )
     if augmentation.blur > 0:
         sigma = _uniform(more[0], 0.0, augmentation.blur)
-        image = tf.cond(
-            _uniform(more[1]) < 0.5, lambda: _gaussian_blur(image, sigma), lambda: image
-        )
+        image = _to_half(image, more[1], lambda: _gaussian_blur(image, sigma))
     if augmentation.noise > 0:
         scale = _uniform(more[2], 0.0, augmentation.noise)
         noise = scale * tf.random.stateless_normal(tf.shape(image), more[3])
         image = image + tf.where(_uniform(tf.reverse(more[3], [0])) < 0.5, noise, 0.0)
     return tf.clip_by_value(image, 0.0, 1.0)
+
+
+def _to_half(image: tf.Tensor, seed, changed: Callable[[], tf.Tensor]) -> tf.Tensor:
+    """``changed()`` for half the crops (by a draw from ``seed``), ``image`` for the others.
+
+    tf.cond computes the change only for the crops that get it (tf.where would compute it
+    for every crop and throw half away).
+    """
+    return tf.cond(_uniform(seed) < 0.5, changed, lambda: image)
 
 
 def _add_tissue(image: tf.Tensor, strength: float, seed) -> tf.Tensor:
@@ -587,10 +592,8 @@ def augment_sample(
     if augmentation.low_resolution > 1:
         # Drawn from a seed split off the flips' seed, so every other draw stays as it was.
         more = tf.random.experimental.stateless_split(seeds[1], 2)
-        image = tf.cond(
-            _uniform(more[0]) < 0.5,
-            lambda: _lower_resolution(image, augmentation.low_resolution, more[1]),
-            lambda: image,
+        image = _to_half(
+            image, more[0], lambda: _lower_resolution(image, augmentation.low_resolution, more[1])
         )
     image = _augment_intensity(image, augmentation, seeds[3])
     labels = tf.cast(tf.round(stack[..., -1]), tf.int32)
