@@ -60,9 +60,9 @@ def main(argv=None) -> int:
             rescaled = (
                 unscaled if scale == 1.0 else inference.predict(net, image, settings, scale)[0]
             )
-            for rescale, output in ((True, rescaled), (False, unscaled)):
+            for rescale, output, used in ((True, rescaled, scale), (False, unscaled, 1.0)):
                 scores[rescale].append(
-                    evaluation.score([scaled], [output], settings["postprocess"], kinds)
+                    evaluation.score([scaled], [output], settings["postprocess"], kinds, [used])
                 )
         row = {"factor": factor}
         for rescale in (True, False):

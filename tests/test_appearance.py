@@ -411,6 +411,30 @@ def test_the_size_estimate_ignores_probes_that_find_nuclei_of_one_size_at_any_sc
     assert scale > 1.25
 
 
+@pytest.mark.parametrize(("scale", "expected"), [(0.25, 240), (0.5, 60), (1.0, 15), (2.0, 15)])
+def test_the_smallest_object_grows_with_the_shrinking_of_an_image_only(scale, expected):
+    tuned = {"method": "components", "threshold": 0.5, "min_area": 15}
+    assert inference.scaled_postprocess(tuned, scale)["min_area"] == expected
+    assert tuned["min_area"] == 15
+
+
+def test_fragments_of_a_shrunk_image_are_dropped_and_its_nuclei_kept():
+    # Output at the image's own size of an image segmented at a quarter of it: a nucleus
+    # 80 pixels across and a fragment of 113 pixels, 7 pixels at the scale segmented.
+    truth = disc_labels((256, 256), [((80, 80), 40)])
+    output = (disc_labels((256, 256), [((80, 80), 40), ((200, 200), 6)]) > 0)[..., None]
+    output = output.astype(np.float32)
+    tuned = {"method": "components", "threshold": 0.5, "min_area": 15}
+    assert inference.to_labels(output, {"postprocess": tuned}).max() == 2
+    found = inference.to_labels(output, {"postprocess": tuned}, scale=0.25)
+    assert found.max() == 1 and found[80, 80] == 1
+    sample = ("a", np.zeros((256, 256, 3), np.float32), truth)
+    assert evaluation.score([sample], [output], tuned).dsb_score[0] == 0.5
+    assert evaluation.score([sample], [output], tuned, scales=[0.25]).dsb_score[0] == 1.0
+    with pytest.raises(ValueError, match="1 samples, 1 outputs, 2 scales"):
+        evaluation.score([sample], [output], tuned, scales=[0.25, 1.0])
+
+
 def test_the_ablation_row_without_rescaling_is_the_chosen_step_without_it():
     import types
 

@@ -133,3 +133,20 @@ def test_blend_window_is_symmetric_and_positive():
 def test_bad_tiling_arguments(net, kwargs, message):
     with pytest.raises(ValueError, match=message):
         inference.predict_full(net, np.zeros((8, 8, 3), np.float32), **kwargs)
+
+
+def test_sharp_enlargement_keeps_the_range_and_steepens_edges():
+    # A bright square on black, enlarged 4x: Lanczos overshoots at the edges, and the
+    # overshoot is clipped to the image's own range.
+    image = np.zeros((16, 16, 1), np.float32)
+    image[5:11, 5:11] = 0.8
+    sharp = inference.resize(image, (64, 64), sharp=True)
+    smooth = inference.resize(image, (64, 64))
+    assert sharp.shape == smooth.shape == (64, 64, 1)
+    assert sharp.min() == 0.0 and sharp.max() == np.float32(0.8)
+    # The edge rises more steeply than bilinear makes it.
+    assert np.abs(np.diff(sharp[32, :, 0])).max() > 1.1 * np.abs(np.diff(smooth[32, :, 0])).max()
+    # Shrinking is the same antialiased bilinear resampling either way.
+    np.testing.assert_array_equal(
+        inference.resize(sharp, (20, 20), sharp=True), inference.resize(sharp, (20, 20))
+    )

@@ -73,6 +73,7 @@ def score(
     outputs: Sequence[np.ndarray],
     settings: dict,
     kinds: dict[str, str] | None = None,
+    scales: Sequence[float] | None = None,
 ) -> pd.DataFrame:
     """Post-process every output with ``settings`` and score it against its labels.
 
@@ -88,6 +89,9 @@ def score(
     kinds : dict, optional
         Imaging type by image id (see :func:`imaging_types`), to avoid computing it again
         when the same images are scored many times.
+    scales : sequence of float, optional
+        The factor each image was resampled by before it was predicted (1.0 for all by
+        default); ``min_area`` follows it (see ``inference.scaled_postprocess``).
 
     Returns
     -------
@@ -105,13 +109,14 @@ def score(
     >>> float(frame.dsb_score[0]), frame.imaging_type[0]
     (1.0, 'fluorescence')
     """
-    if len(samples) != len(outputs):
-        raise ValueError(f"{len(samples)} samples but {len(outputs)} outputs")
+    scales = [1.0] * len(samples) if scales is None else scales
+    if not len(samples) == len(outputs) == len(scales):
+        raise ValueError(f"{len(samples)} samples, {len(outputs)} outputs, {len(scales)} scales")
     settings = {"min_area": postprocess.MIN_AREA, **settings}
     kinds = kinds or imaging_types(samples)
     rows = []
-    for (image_id, _, truth), output in zip(samples, outputs, strict=True):
-        predicted = postprocess.to_instances(output, **settings)
+    for (image_id, _, truth), output, scale in zip(samples, outputs, scales, strict=True):
+        predicted = inference.to_labels(output, {"postprocess": settings}, scale)
         rows.append(
             {
                 "image_id": image_id,
@@ -128,10 +133,10 @@ def score_model(model, samples: Sequence[Sample], settings: dict) -> pd.DataFram
 
     Images are predicted one at a time, so memory does not grow with the number of images.
     """
-    frames = [
-        score([sample], [inference.predict(model, sample[1], settings)[0]], settings["postprocess"])
-        for sample in samples
-    ]
+    frames = []
+    for sample in samples:
+        output, scale = inference.predict(model, sample[1], settings)
+        frames.append(score([sample], [output], settings["postprocess"], scales=[scale]))
     return pd.concat(frames, ignore_index=True)
 
 
@@ -418,7 +423,8 @@ class Tuning:
         step = step or self.chosen
         index = [sample[0] for sample in self.samples].index(image_id)
         output = self.outputs[step.tta, step.rescale][index]
-        return postprocess.to_instances(output, **step.postprocess)
+        scale = self.scales[index] if step.rescale else 1.0
+        return inference.to_labels(output, {"postprocess": step.postprocess}, scale)
 
 
 def tune(
@@ -482,7 +488,8 @@ def tune(
     steps = ablation_steps(table, min_area, tta)
 
     def results_of(step: Step) -> pd.DataFrame:
-        return score(samples, outputs[step.tta, step.rescale], step.postprocess, kinds)
+        used = scales if step.rescale else None
+        return score(samples, outputs[step.tta, step.rescale], step.postprocess, kinds, used)
 
     results = {step.name: results_of(step) for step in steps}
     chosen = max(steps, key=lambda step: results[step.name].dsb_score.mean())

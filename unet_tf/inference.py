@@ -215,12 +215,22 @@ SCALE_TOLERANCE = 1.25
 MAX_SCALE = 4.0
 
 
-def resize(array: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    """Bilinear resampling of ``(height, width, channels)`` to ``shape`` (antialiased)."""
+def resize(array: np.ndarray, shape: tuple[int, int], sharp: bool = False) -> np.ndarray:
+    """Bilinear resampling of ``(height, width, channels)`` to ``shape`` (antialiased).
+
+    With ``sharp``, an enlargement uses a Lanczos kernel instead, clipped to the range of
+    ``array`` (it overshoots at edges). That is for images enlarged before the network sees
+    them: their nuclei are small, and the sharper edges between them are worth 0.01 DSB on
+    the scale check at 0.5x (0.003 at 1x) against bilinear enlargement.
+    """
     import tensorflow as tf
 
     if tuple(array.shape[:2]) == tuple(shape):
         return array
+    if sharp and shape[0] * shape[1] > array.shape[0] * array.shape[1]:
+        resized = tf.image.resize(array, shape, method="lanczos3").numpy()
+        low, high = array.min(axis=(0, 1)), array.max(axis=(0, 1))
+        return np.clip(resized, low, high).astype(np.float32)
     resized = tf.image.resize(array, shape, method="bilinear", antialias=True)
     return resized.numpy().astype(np.float32)
 
@@ -291,7 +301,9 @@ def _measure(model, image, scale, tile_size, output=None):
     objects' area in the image's own pixels, and the share of the nucleus pixels the
     network is sure of (probability above 0.9 of those above 0.5)."""
     if output is None:
-        scaled = resize(image, scaled_shape(image.shape, scale)) if scale != 1.0 else image
+        scaled = image
+        if scale != 1.0:
+            scaled = resize(image, scaled_shape(image.shape, scale), sharp=True)
         output = predict_full(model, scaled, tile_size=tile_size)
     labels = to_instances(output, **_SIZE_PROBE)
     nucleus = output[..., 0]
@@ -406,7 +418,7 @@ def predict(model, image: np.ndarray, settings: dict, scale: float | None = None
         if scale == 1.0 and plain is not None and not settings["tta"]:
             return plain, scale
     shape = image.shape[:2]
-    scaled = resize(image, scaled_shape(shape, scale)) if scale != 1.0 else image
+    scaled = resize(image, scaled_shape(shape, scale), sharp=True) if scale != 1.0 else image
     output = predict_full(
         model, scaled, tile_size=settings["tile_size"], tta=settings["tta"], stats=stats
     )
@@ -471,9 +483,29 @@ def segment(model, image: np.ndarray, settings: dict) -> np.ndarray:
     ``tta``, ``tile_size`` and optionally ``rescale`` and ``nucleus_diameter`` (see
     :func:`predict`).
     """
-    return to_labels(predict(model, image, settings)[0], settings)
+    output, scale = predict(model, image, settings)
+    return to_labels(output, settings, scale)
 
 
-def to_labels(output: np.ndarray, settings: dict) -> np.ndarray:
-    """Instance labels of a network output with the post-processing of ``settings``."""
-    return to_instances(output, **settings["postprocess"])
+def scaled_postprocess(postprocess: dict, scale: float) -> dict:
+    """The post-processing settings for an output predicted with the image resampled by
+    ``scale`` (and resampled back to the image's size).
+
+    ``min_area`` is tuned in the image's own pixels. An image shrunk by ``scale < 1`` was
+    segmented at the network's scale, where ``min_area`` pixels cover ``min_area / scale**2``
+    of the image's own: the fragments the network leaves of nuclei far larger than it was
+    trained on are of that size, so the minimum grows with the shrinking. For enlarged
+    images it stays at the tuned value: a smaller minimum lets specks of noise through
+    (on the scale check it cost 0.010 at 1x and gained nothing at other scales).
+    """
+    if scale >= 1.0:
+        return postprocess
+    min_area = postprocess.get("min_area", MIN_AREA)
+    return {**postprocess, "min_area": max(min_area, round(min_area / scale**2))}
+
+
+def to_labels(output: np.ndarray, settings: dict, scale: float = 1.0) -> np.ndarray:
+    """Instance labels of a network output with the post-processing of ``settings``, for
+    an output predicted with the image resampled by ``scale`` (see
+    :func:`scaled_postprocess`)."""
+    return to_instances(output, **scaled_postprocess(settings["postprocess"], scale))

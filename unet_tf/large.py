@@ -192,7 +192,7 @@ def segment_large(
     ):
         block = pixels[top:bottom, left:right]
         output, _ = inference.predict(net, convert(block), settings, scale=scale, stats=stats)
-        local = inference.to_labels(output, settings)
+        local = inference.to_labels(output, settings, scale)
         del output
         keep = np.zeros(int(local.max()) + 1, bool)
         for index, box in enumerate(ndimage.find_objects(local), start=1):

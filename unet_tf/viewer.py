@@ -69,7 +69,7 @@ class Viewer:
             raise ValueError("no images to show")
         self.model, self.settings = model, dict(settings)
         self.samples = {name: (image, truth) for name, image, truth in samples}
-        self._outputs: dict[str, np.ndarray] = {}
+        self._outputs: dict[str, tuple[np.ndarray, float]] = {}
         start = dict(settings["postprocess"])
         self.method = start.pop("method")
         self.picker = widgets.Dropdown(options=list(self.samples), description="image")
@@ -101,11 +101,12 @@ class Viewer:
         self.labels, self.scores = None, None
         self.update()
 
-    def output(self, name: str) -> np.ndarray:
-        """The network's output for one image, computed once."""
+    def output(self, name: str) -> tuple[np.ndarray, float]:
+        """The network's output for one image and the factor it was resampled by, computed
+        once."""
         if name not in self._outputs:
             image = self.samples[name][0]
-            self._outputs[name] = inference.predict(self.model, image, self.settings)[0]
+            self._outputs[name] = inference.predict(self.model, image, self.settings)
         return self._outputs[name]
 
     def postprocess_settings(self) -> dict:
@@ -120,7 +121,8 @@ class Viewer:
         name = self.picker.value
         image, truth = self.samples[name]
         settings = {**self.settings, "postprocess": self.postprocess_settings()}
-        self.labels = inference.to_labels(self.output(name), settings)
+        output, scale = self.output(name)
+        self.labels = inference.to_labels(output, settings, scale)
         overlay = plots.overlay(image, truth=truth, prediction=self.labels, as_uint8=True)
         self.picture.value = _png(overlay)
         lines = [f"<b>{self.labels.max()}</b> nuclei found"]
