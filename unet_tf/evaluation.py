@@ -116,7 +116,9 @@ def score(
     kinds = kinds or imaging_types(samples)
     rows = []
     for (image_id, _, truth), output, scale in zip(samples, outputs, scales, strict=True):
-        predicted = inference.to_labels(output, {"postprocess": settings}, scale)
+        predicted = postprocess.to_instances(
+            output, **inference.scaled_postprocess(settings, scale)
+        )
         rows.append(
             {
                 "image_id": image_id,
@@ -424,7 +426,9 @@ class Tuning:
         index = [sample[0] for sample in self.samples].index(image_id)
         output = self.outputs[step.tta, step.rescale][index]
         scale = self.scales[index] if step.rescale else 1.0
-        return inference.to_labels(output, {"postprocess": step.postprocess}, scale)
+        return postprocess.to_instances(
+            output, **inference.scaled_postprocess(step.postprocess, scale)
+        )
 
 
 def tune(
