@@ -157,16 +157,28 @@ def main(argv=None) -> int:
     )
     parser.add_argument(
         "--candidate",
-        nargs="*",
+        nargs="+",
+        action="append",
         metavar="NAME=VALUE",
         help="one more recipe: the default with these training parameters changed "
-        "(e.g. tissue_augmentation=1.0); trained even with --reuse unless it has finished",
+        "(e.g. tissue_augmentation=1.0); trained even with --reuse unless it has finished; "
+        "give it again for more recipes (candidate-2, ...)",
+    )
+    parser.add_argument(
+        "--only",
+        nargs="*",
+        metavar="RECIPE",
+        help=f"run only these of {[name for name, _, _ in RECIPES]} (the candidates always run)",
     )
     args = parser.parse_args(argv)
     try:
-        candidate = parse_overrides(args.candidate) if args.candidate else None
+        candidates = [parse_overrides(items) for items in args.candidate or []]
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
+        return 2
+    known = [name for name, _, _ in RECIPES]
+    if set(args.only or []) - set(known):
+        print(f"error: --only takes recipes of {known}", file=sys.stderr)
         return 2
 
     index = data.build_index(config.TRAIN_DIR, cache_dir=config.LABEL_CACHE)
@@ -186,9 +198,10 @@ def main(argv=None) -> int:
         validation_file = Path(folder) / "validation_ids.txt"
         kept = [i for i in data.load_ids(config.VALIDATION_IDS) if i not in held_out.index]
         data.save_ids(validation_file, kept, header="validation split without held-out groups")
-        recipes = list(RECIPES)
-        if candidate is not None:
-            recipes.append(("candidate", candidate, True))
+        recipes = [r for r in RECIPES if args.only is None or r[0] in args.only]
+        for number, candidate in enumerate(candidates, start=1):
+            name = "candidate" if number == 1 else f"candidate-{number}"
+            recipes.append((name, candidate, True))
         for name, settings, rescale in recipes:
             results[name] = run_recipe(
                 f"generalization-{name}",
@@ -218,7 +231,12 @@ def main(argv=None) -> int:
     print(evaluation.markdown_table(pd.DataFrame(rows)))
     files.write_json(
         config.REPORTS_DIR / "generalization.json",
-        {"minutes": args.minutes, "groups": groups, "results": results},
+        {
+            "minutes": args.minutes,
+            "groups": groups,
+            "candidates": candidates,
+            "results": results,
+        },
     )
     return 0
 

@@ -240,19 +240,48 @@ def scaled_shape(shape: tuple[int, ...], scale: float) -> tuple[int, int]:
     return max(1, round(shape[0] * scale)), max(1, round(shape[1] * scale))
 
 
+def _resample_sample(sample: tuple, factor: float, sharp: bool = False) -> tuple:
+    """One ``(image_id, image, labels)`` sample resampled by ``factor`` (see
+    :func:`resample_samples`)."""
+    if factor == 1.0:
+        return sample
+    import tensorflow as tf
+
+    image_id, image, labels = sample
+    shape = scaled_shape(image.shape, factor)
+    nearest = tf.image.resize(labels[..., None], shape, method="nearest").numpy()[..., 0]
+    return image_id, resize(image, shape, sharp=sharp), nearest.astype(np.int32)
+
+
 def resample_samples(samples: list, factor: float) -> list:
     """``(image_id, image, labels)`` samples resampled by ``factor``: images bilinear (see
     :func:`resize`), labels nearest neighbour, so they stay whole labels."""
     if factor == 1.0:
         return samples
-    import tensorflow as tf
+    return [_resample_sample(sample, factor) for sample in samples]
 
-    resampled = []
-    for image_id, image, labels in samples:
-        shape = scaled_shape(image.shape, factor)
-        nearest = tf.image.resize(labels[..., None], shape, method="nearest").numpy()[..., 0]
-        resampled.append((image_id, resize(image, shape), nearest.astype(np.int32)))
-    return resampled
+
+def size_normalised_samples(samples: list, nucleus_diameter: float) -> list:
+    """Labelled samples each resampled so that its nuclei come to ``nucleus_diameter``.
+
+    Every image gets the factor the automatic rescaling would give it if its first pass
+    found the nuclei its labels hold (:func:`rescale_factor` of their median inscribed
+    diameter), resampled as inference resamples (enlargements sharp), so that a network
+    trained on them sees nuclei at the size every new image is brought to.
+
+    Raises
+    ------
+    ValueError
+        If ``nucleus_diameter`` is not positive.
+    """
+    if not nucleus_diameter > 0:
+        raise ValueError(f"nucleus_diameter must be positive, got {nucleus_diameter!r}")
+    return [
+        _resample_sample(
+            sample, rescale_factor(median_diameter(sample[2]), nucleus_diameter), sharp=True
+        )
+        for sample in samples
+    ]
 
 
 def inscribed_diameters(labels: np.ndarray) -> np.ndarray:
@@ -294,6 +323,16 @@ _SIZE_PROBE = {"method": "components", "threshold": 0.5, "min_area": MIN_AREA}
 # at least PROBE_MIN_SIDE pixels on its short side (images of 1024 pixels or more).
 PROBE_SCALES = (0.5, 0.25)
 PROBE_MIN_SIDE = 256
+
+
+def rescale_factor(diameter: float | None, nucleus_diameter: float) -> float:
+    """The factor that brings nuclei of ``diameter`` pixels to ``nucleus_diameter``: 1.0
+    (left as they are) within ``SCALE_TOLERANCE`` or without nuclei, and never beyond
+    ``MAX_SCALE`` either way."""
+    if not diameter:
+        return 1.0
+    factor = float(np.clip(nucleus_diameter / diameter, 1 / MAX_SCALE, MAX_SCALE))
+    return factor if not 1 / SCALE_TOLERANCE <= factor <= SCALE_TOLERANCE else 1.0
 
 
 def _measure(model, image, scale, tile_size, output=None):

@@ -512,6 +512,12 @@ class TrainingConfig:
         Resample every image (and its labels) by this factor before training, and new
         images by the same factor at inference: 0.5 halves the sides, so that a 256-pixel
         crop holds a whole 512-pixel CT slice and the network sees twice the context.
+    normalised_diameter : float
+        Resample each training and validation image, before it is cropped and zoomed, so
+        that the median inscribed diameter of its nuclei becomes this many pixels, as the
+        automatic rescaling does to new images (:func:`unet_tf.inference.rescale_factor`);
+        the random zoom (``max_scale``) then varies it around that size. 0 trains on the
+        images' own sizes. Instances only.
 
     Raises
     ------
@@ -552,6 +558,7 @@ class TrainingConfig:
     window_max: float = 0.0
     init_model: str = ""
     input_scale: float = 1.0
+    normalised_diameter: float = 0.0
 
     def __post_init__(self):
         for item in fields(self):
@@ -599,6 +606,13 @@ class TrainingConfig:
         self.augmentation()  # Checks max_scale.
         if not 0.125 <= self.input_scale <= 4.0:
             raise ValueError(f"input_scale must be in [0.125, 4], got {self.input_scale}")
+        if self.normalised_diameter and not (
+            4.0 <= self.normalised_diameter <= 128.0 and self.task == "instances"
+        ):
+            raise ValueError(
+                f"normalised_diameter must be 0 (off) or 4 to 128 pixels, for task "
+                f"'instances'; got {self.normalised_diameter} for task {self.task!r}"
+            )
         if (self.window_min or self.window_max) and not self.window_max > self.window_min:
             raise ValueError(
                 f"the intensity window needs window_min < window_max, got "
@@ -1022,15 +1036,21 @@ def train(
     if config.max_images:
         train_ids, held_out = train_ids[: config.max_images], held_out[: config.max_images]
     training_set = inference.resample_samples(dataset.load(train_ids), config.input_scale)
+    # Sources are named by the images' own sizes, so they are found before normalisation.
     sources = _sources(training_set) if config.balance else None
+    validation_set = inference.resample_samples(dataset.load(held_out), config.input_scale)
+    if config.normalised_diameter:
+        training_set = inference.size_normalised_samples(training_set, config.normalised_diameter)
+        validation_set = inference.size_normalised_samples(
+            validation_set, config.normalised_diameter
+        )
     # One class (a lung, say) has no nucleus size to rescale new images to.
     diameter = _median_diameter(training_set) if config.task == "instances" else None
     train_samples = _pack(training_set)
     # The decoded float images take several times the memory of the packed ones.
     del training_set
-    validation_samples = _pack(
-        inference.resample_samples(dataset.load(held_out), config.input_scale)
-    )
+    validation_samples = _pack(validation_set)
+    del validation_set
     largest = int(train_samples.shapes[:, :2].numpy().max())
     if config.crop_size > largest:
         raise ValueError(
