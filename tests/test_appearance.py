@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from conftest import TINY_TRAINING, disc_labels
+from scipy import ndimage
 
 from unet_tf import appearance, evaluation, inference, pipeline, training
 
@@ -116,6 +117,39 @@ def test_automatic_rescaling_brings_nuclei_to_the_training_size_and_labels_back(
     small = disc_labels(SHAPE, [((20, 20), 5), ((40, 50), 5)])
     assert inference.estimate_scale(net, painted(small, *LOOKS["fluorescence"]), 10.0) == 1.0
     assert inference.image_scale(net, image, {**settings, "rescale": False}) == 1.0
+
+
+def test_an_enlarged_image_is_split_at_the_networks_scale_and_labelled_at_its_own():
+    # Two touching nuclei of about 9 pixels, which the network saw enlarged 3x.
+    net_scale = disc_labels((96, 96), [((48, 34), 14), ((48, 62), 14)])
+    output = np.array(pipeline.border_target(tf.constant(net_scale)))
+    settings = {
+        "postprocess": {
+            "method": "watershed_border",
+            "threshold": 0.5,
+            "marker_threshold": 0.5,
+            "border_threshold": 0.5,
+            "min_area": 5,
+        }
+    }
+    shape = (32, 32)
+    labels = inference.to_labels(output, settings, 3.0, shape)
+    assert labels.shape == shape and labels.max() == 2
+    truth = inference.resize_labels(net_scale, shape)
+    for value in (1, 2):
+        found = labels[truth == value]
+        assert (found == np.bincount(found).argmax()).mean() > 0.9
+    # The same output at the image's own size is post-processed as it is.
+    np.testing.assert_array_equal(
+        inference.to_labels(output, settings, 1.0, output.shape[:2]),
+        inference.to_labels(output, settings),
+    )
+    # min_area counts the image's own pixels: a speck of 4 of them (36 at 3x) is dropped.
+    speck = np.zeros((96, 96, 2), np.float32)
+    speck[30:36, 30:36, 0] = 1.0
+    assert inference.to_labels(speck, settings, 3.0, shape).max() == 0
+    speck_settings = {"postprocess": {**settings["postprocess"], "min_area": 3}}
+    assert inference.to_labels(speck, speck_settings, 3.0, shape).max() == 1
 
 
 def packed_discs(look="fluorescence"):
@@ -263,6 +297,9 @@ def test_the_budget_schedule_follows_steps_when_they_run_out_before_the_minutes(
         ({"max_scale": 0.5}, "max_scale"),
         ({"colour_augmentation": 1.5}, "colour_augmentation"),
         ({"tissue_augmentation": -0.1}, "tissue_augmentation"),
+        ({"normalised_diameter": -1.0}, "normalised_diameter"),
+        ({"normalised_diameter": 2.0}, "normalised_diameter"),
+        ({"normalised_diameter": 16.0, "task": "semantic", "target": "binary"}, "instances"),
     ],
 )
 def test_bad_generalization_parameters_are_refused(change, message):
@@ -293,6 +330,54 @@ def test_the_generalizing_recipe_trains_a_one_channel_model_and_records_its_nucl
     stained = painted(disc_labels((48, 64), DISCS), *LOOKS["stained (H&E-like)"])
     output = inference.predict_full(result.model, stained, tile_size=64)
     assert output.shape == (48, 64, 2) and np.isfinite(output).all()
+
+
+@pytest.mark.parametrize("radius", [3, 6, 12])
+def test_size_normalisation_brings_every_image_to_the_nucleus_size_with_its_labels(radius):
+    discs = [((24, 24), radius), ((24, 64), radius), ((60, 44), radius)]
+    labels = disc_labels((88, 96), discs)
+    image = np.where(labels > 0, 0.8, 0.1).astype(np.float32)[..., None]
+    before = inference.median_diameter(labels)
+    (name, resampled, resampled_labels), *_ = inference.size_normalised_samples(
+        [("discs", image, labels)], 16.0
+    )
+    factor = inference.rescale_factor(before, 16.0)
+    assert name == "discs"
+    assert resampled.shape[:2] == resampled_labels.shape
+    assert resampled_labels.shape == inference.scaled_shape(labels.shape, factor)
+    # Every nucleus stays one whole label, at about the asked size (or within the
+    # tolerance, where the image is left as it was).
+    np.testing.assert_array_equal(np.unique(resampled_labels), [0, 1, 2, 3])
+    after = inference.median_diameter(resampled_labels)
+    assert 16.0 / inference.SCALE_TOLERANCE - 1 <= after <= 16.0 * inference.SCALE_TOLERANCE + 1
+    # The image follows its labels: bright inside the nuclei, dark outside, away from edges.
+    inside = ndimage.binary_erosion(resampled_labels > 0, iterations=2)
+    outside = ndimage.binary_erosion(resampled_labels == 0, iterations=2)
+    assert resampled[inside].min() > 0.7 and resampled[outside].max() < 0.2
+
+
+def test_the_rescale_factor_leaves_near_sizes_alone_and_is_bounded():
+    assert inference.rescale_factor(16.0, 16.0) == 1.0
+    assert inference.rescale_factor(14.0, 16.0) == 1.0  # within SCALE_TOLERANCE
+    assert inference.rescale_factor(8.0, 16.0) == pytest.approx(2.0)
+    assert inference.rescale_factor(64.0, 16.0) == pytest.approx(0.25)
+    assert inference.rescale_factor(1.0, 16.0) == inference.MAX_SCALE
+    assert inference.rescale_factor(None, 16.0) == 1.0
+    with pytest.raises(ValueError, match="positive"):
+        inference.size_normalised_samples([], 0.0)
+
+
+def test_a_size_normalised_run_records_the_size_it_trained_at(disc_folder, tmp_path):
+    root, ids = disc_folder
+    config = training.TrainingConfig(
+        **{**TINY_TRAINING, "epochs": 1}, jit_compile=False, normalised_diameter=24.0
+    )
+    result = training.train(config, root, ids, tmp_path / "models", verbose=0)
+    record = json.loads(result.paths["record"].read_text())
+    # The discs (about 9 to 15 pixels) were enlarged to about 24: inference rescales new
+    # images to the size the network trained at, not to the images' own sizes.
+    assert 24.0 / inference.SCALE_TOLERANCE <= record["nucleus_diameter"] <= 26.0
+    assert record["parameters"]["normalised_diameter"] == 24.0
 
 
 def test_a_run_recorded_before_a_parameter_existed_counts_as_what_it_did(disc_model_path, tmp_path):
@@ -331,6 +416,8 @@ def test_the_generalization_check_reads_a_candidate_recipe():
     for bad in (*bad_items, ["jit_compile=maybe"]):
         with pytest.raises(ValueError):
             generalization.parse_overrides(bad)
+    # A recipe name --only does not know is refused before any data is read.
+    assert generalization.main(["--only", "newest"]) == 2
 
 
 class FragmentingNetwork:
