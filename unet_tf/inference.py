@@ -259,13 +259,10 @@ def resample_samples(samples: list, factor: float) -> list:
     return [_resample_sample(sample, factor) for sample in samples]
 
 
-def size_normalised_samples(samples: list, nucleus_diameter: float) -> list:
-    """Labelled samples each resampled so that its nuclei come to ``nucleus_diameter``.
-
-    Every image gets the factor the automatic rescaling would give it if its first pass
-    found the nuclei its labels hold (:func:`rescale_factor` of their median inscribed
-    diameter), resampled as inference resamples (enlargements sharp), so that a network
-    trained on them sees nuclei at the size every new image is brought to.
+def size_factors(samples: list, nucleus_diameter: float) -> list[float]:
+    """The factor that brings each labelled sample's nuclei to ``nucleus_diameter``: the one
+    the automatic rescaling would give it if its first pass found the nuclei its labels
+    hold (:func:`rescale_factor` of their median inscribed diameter).
 
     Raises
     ------
@@ -274,11 +271,25 @@ def size_normalised_samples(samples: list, nucleus_diameter: float) -> list:
     """
     if not nucleus_diameter > 0:
         raise ValueError(f"nucleus_diameter must be positive, got {nucleus_diameter!r}")
+    return [rescale_factor(median_diameter(labels), nucleus_diameter) for *_, labels in samples]
+
+
+def size_normalised_samples(samples: list, nucleus_diameter: float) -> list:
+    """Labelled samples each resampled so that its nuclei come to ``nucleus_diameter``.
+
+    Every image is resampled by its :func:`size_factors` factor as inference resamples
+    (enlargements sharp), so that a network scored on them sees nuclei at the size every
+    new image is brought to.
+
+    Raises
+    ------
+    ValueError
+        If ``nucleus_diameter`` is not positive.
+    """
+    factors = size_factors(samples, nucleus_diameter)
     return [
-        _resample_sample(
-            sample, rescale_factor(median_diameter(sample[2]), nucleus_diameter), sharp=True
-        )
-        for sample in samples
+        _resample_sample(sample, factor, sharp=True)
+        for sample, factor in zip(samples, factors, strict=True)
     ]
 
 

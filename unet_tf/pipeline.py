@@ -354,15 +354,18 @@ def _crop_or_pad(stack: tf.Tensor, crop_size, seed: tf.Tensor) -> tf.Tensor:
     return padded
 
 
-def _zoomed_crop(stack: tf.Tensor, crop_size: int, max_scale: float, seed) -> tf.Tensor:
-    """A random crop seen at a random zoom in ``[1 / max_scale, max_scale]``.
+def _zoomed_crop(
+    stack: tf.Tensor, crop_size: int, max_scale: float, seed, base_zoom=1.0
+) -> tf.Tensor:
+    """A random crop seen at a random zoom in ``[1 / max_scale, max_scale]`` times
+    ``base_zoom``.
 
     A square of ``crop_size / zoom`` pixels is cut (or padded) and resampled to
     ``crop_size``: bilinear with antialiasing for the image channels, nearest neighbour for
     the last channel, the labels, so that they stay labels.
     """
     seeds = tf.random.experimental.stateless_split(seed, 2)
-    zoom = tf.exp(_uniform(seeds[0], -np.log(max_scale), np.log(max_scale)))
+    zoom = base_zoom * tf.exp(_uniform(seeds[0], -np.log(max_scale), np.log(max_scale)))
     region = tf.maximum(1, tf.cast(tf.round(crop_size / zoom), tf.int32))
     cut = _crop_or_pad(stack, region, seeds[1])
     size = [crop_size, crop_size]
@@ -382,8 +385,9 @@ def _gather(image: tf.Tensor, rows: tf.Tensor, cols: tf.Tensor) -> tf.Tensor:
     return values * tf.cast(inside, image.dtype)[..., None]
 
 
-def _warp_crop(image, labels, crop_size: int, augmentation: Augmentation, seed):
-    """Resample a crop through a random affine map and/or elastic field around a random centre."""
+def _warp_crop(image, labels, crop_size: int, augmentation: Augmentation, seed, base_zoom=1.0):
+    """Resample a crop through a random affine map and/or elastic field around a random
+    centre, the image zoomed by ``base_zoom`` first."""
     seeds = tf.random.experimental.stateless_split(seed, 8)
     height = tf.cast(tf.shape(image)[0], tf.float32)
     width = tf.cast(tf.shape(image)[1], tf.float32)
@@ -413,7 +417,7 @@ def _warp_crop(image, labels, crop_size: int, augmentation: Augmentation, seed):
             * tf.image.resize(displacement, [crop_size, crop_size], method="bicubic")[0]
         )
         src_y, src_x = src_y + displacement[..., 0], src_x + displacement[..., 1]
-    src_y, src_x = src_y + centre_y - 0.5, src_x + centre_x - 0.5
+    src_y, src_x = src_y / base_zoom + centre_y - 0.5, src_x / base_zoom + centre_x - 0.5
 
     nearest = _gather(
         tf.cast(labels[..., None], tf.float32),
@@ -565,20 +569,25 @@ def augment_sample(
     crop_size: int,
     augmentation: Augmentation,
     seed: tf.Tensor,
+    base_zoom: tf.Tensor | float | None = None,
 ) -> tuple[tf.Tensor, tf.Tensor]:
     """Crop and augment one sample; returns a ``(crop, crop, C)`` image and ``(crop, crop)`` labels.
 
     ``seed`` is a shape-(2,) integer tensor; the same seed gives the same result.
+    ``base_zoom`` resamples the sample before any random zoom (size normalisation; None
+    leaves it at its own size).
     """
     seeds = tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), 4)
     channels = tf.shape(image)[-1]
     if augmentation.affine or augmentation.elastic:
-        stack = _warp_crop(image, labels, crop_size, augmentation, seeds[0])
+        zoom = 1.0 if base_zoom is None else base_zoom
+        stack = _warp_crop(image, labels, crop_size, augmentation, seeds[0], zoom)
     else:
         # Label values below 2**24 are exact in float32, so both travel in one tensor.
         stack = tf.concat([image, tf.cast(labels[..., None], tf.float32)], axis=-1)
-        if augmentation.max_scale > 1:
-            stack = _zoomed_crop(stack, crop_size, augmentation.max_scale, seeds[0])
+        if augmentation.max_scale > 1 or base_zoom is not None:
+            zoom = 1.0 if base_zoom is None else base_zoom
+            stack = _zoomed_crop(stack, crop_size, augmentation.max_scale, seeds[0], zoom)
         else:
             stack = _crop_or_pad(stack, crop_size, seeds[0])
     if augmentation.flips:
@@ -611,6 +620,7 @@ def make_training_dataset(
     skip_batches: int = 0,
     representation: str = "rgb",
     sample_weights: Sequence[float] | None = None,
+    zooms: Sequence[float] | None = None,
 ) -> tf.data.Dataset:
     """An endless dataset of augmented random crops: ``(images, targets)`` batches.
 
@@ -640,6 +650,11 @@ def make_training_dataset(
     sample_weights : sequence of float, optional
         How often each image is drawn, relative to the others (see
         :func:`balanced_weights`). By default every image once per pass, in a shuffled order.
+    zooms : sequence of float, optional
+        The factor each image is resampled by before its crop is cut and randomly zoomed:
+        size normalisation (see ``inference.size_factors``). Crops are cut from the image
+        as it is and only the crop is resampled, so that enlarging an image costs nothing
+        per crop. By default every image at its own size.
 
     Returns
     -------
@@ -661,6 +676,12 @@ def make_training_dataset(
         if weights.shape != (samples.count,) or not (weights > 0).all():
             raise ValueError(f"need one positive weight per image ({samples.count})")
         log_weights = tf.constant(np.log(weights / weights.sum())[None], tf.float32)
+    zoom_table = None
+    if zooms is not None:
+        zoom_values = np.asarray(zooms, np.float32)
+        if zoom_values.shape != (samples.count,) or not (zoom_values > 0).all():
+            raise ValueError(f"need one positive zoom per image ({samples.count})")
+        zoom_table = tf.constant(zoom_values)
 
     def make_element(counter):
         if log_weights is None:
@@ -685,6 +706,7 @@ def make_training_dataset(
             crop_size,
             augmentation,
             tf.stack([base_seed, counter]),
+            None if zoom_table is None else tf.gather(zoom_table, index),
         )
         return image, target_fn(labels)
 

@@ -513,11 +513,11 @@ class TrainingConfig:
         images by the same factor at inference: 0.5 halves the sides, so that a 256-pixel
         crop holds a whole 512-pixel CT slice and the network sees twice the context.
     normalised_diameter : float
-        Resample each training and validation image, before it is cropped and zoomed, so
-        that the median inscribed diameter of its nuclei becomes this many pixels, as the
-        automatic rescaling does to new images (:func:`unet_tf.inference.rescale_factor`);
-        the random zoom (``max_scale``) then varies it around that size. 0 trains on the
-        images' own sizes. Instances only.
+        Size normalisation: resample each training and validation image so that the median
+        inscribed diameter of its nuclei becomes this many pixels, as the automatic
+        rescaling does to new images (:func:`unet_tf.inference.rescale_factor`); the random
+        zoom (``max_scale``) then varies it around that size, and inference rescales new
+        images to it. 0 trains on the images' own sizes. Instances only.
 
     Raises
     ------
@@ -1036,16 +1036,22 @@ def train(
     if config.max_images:
         train_ids, held_out = train_ids[: config.max_images], held_out[: config.max_images]
     training_set = inference.resample_samples(dataset.load(train_ids), config.input_scale)
-    # Sources are named by the images' own sizes, so they are found before normalisation.
     sources = _sources(training_set) if config.balance else None
     validation_set = inference.resample_samples(dataset.load(held_out), config.input_scale)
+    # One class (a lung, say) has no nucleus size to rescale new images to.
+    diameter, zooms = None, None
+    if config.task == "instances" and not config.normalised_diameter:
+        diameter = _median_diameter(training_set)
     if config.normalised_diameter:
-        training_set = inference.size_normalised_samples(training_set, config.normalised_diameter)
+        # The training crops are resampled as they are cut; the validation images, scored
+        # whole every epoch, once, as inference resamples new images.
+        zooms = inference.size_factors(training_set, config.normalised_diameter)
         validation_set = inference.size_normalised_samples(
             validation_set, config.normalised_diameter
         )
-    # One class (a lung, say) has no nucleus size to rescale new images to.
-    diameter = _median_diameter(training_set) if config.task == "instances" else None
+        # The size the network trains at, by construction (images within the rescaling's
+        # tolerance of it are left as they are): inference rescales new images to it.
+        diameter = config.normalised_diameter
     train_samples = _pack(training_set)
     # The decoded float images take several times the memory of the packed ones.
     del training_set
@@ -1072,6 +1078,7 @@ def train(
         skip_batches=initial_epoch * config.steps_per_epoch,
         representation=config.representation,
         sample_weights=weights,
+        zooms=zooms,
     )
     validation_dataset = pipeline.make_validation_dataset(
         validation_samples,
