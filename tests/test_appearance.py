@@ -247,6 +247,30 @@ def test_zoom_changes_the_size_of_nuclei_in_the_crops():
     assert np.std(areas[1]) > 1.5 * np.std(areas[0])
 
 
+@pytest.mark.parametrize("deformation", [{}, {"affine": True, "scale": (1.0, 1.0), "shear": 0.0}])
+def test_size_normalisation_zooms_each_image_by_its_factor_with_its_labels(deformation):
+    # One disc of radius 10 in a large empty image: its crops hold the whole disc or none
+    # of it, so the area a crop shows of it measures the zoom.
+    labels = disc_labels((160, 160), [((80, 80), 10)])
+    samples = pipeline.pack_samples([painted(labels, *LOOKS["fluorescence"])], [labels])
+    augmentation = dataclasses.replace(pipeline.NO_AUGMENTATION, **deformation)
+    largest = {}
+    for zoom in (1.0, 2.0):
+        dataset = pipeline.make_training_dataset(
+            samples, 64, 32, "binary", augmentation, seed=2, zooms=[zoom]
+        )
+        images, targets = next(iter(dataset))
+        areas = targets.numpy().reshape(32, -1).sum(axis=1)
+        largest[zoom] = areas.max()
+        # The image follows its labels: bright on the nucleus, dark beside it.
+        inside, gray = targets.numpy()[..., 0] > 0, images.numpy().mean(axis=-1)
+        assert gray[inside].mean() > 0.3 > 0.1 > gray[~inside].mean()
+    assert largest[1.0] == pytest.approx(np.pi * 10**2, rel=0.1)
+    assert largest[2.0] == pytest.approx(4 * np.pi * 10**2, rel=0.1)
+    with pytest.raises(ValueError, match="one positive zoom per image"):
+        pipeline.make_training_dataset(samples, 64, 2, "binary", zooms=[1.0, 2.0])
+
+
 def test_balanced_weights_draw_a_rare_image_as_often_as_a_common_kind():
     labels = disc_labels((32, 32), [((16, 16), 6)])
     images = [painted(labels, *LOOKS["fluorescence"])] * 3 + [
