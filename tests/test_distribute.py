@@ -9,6 +9,7 @@ import json
 import subprocess
 import sys
 import textwrap
+from dataclasses import replace
 
 import keras
 import numpy as np
@@ -102,3 +103,39 @@ def test_unknown_strategy_or_precision_is_refused(monkeypatch):
     monkeypatch.delenv("TF_CONFIG", raising=False)
     with pytest.raises(ValueError, match="TF_CONFIG"):
         training.get_strategy("multi_worker")
+
+
+def test_auto_precision_picks_bfloat16_without_xla_only_where_the_cpu_has_units(tmp_path):
+    auto = training.TrainingConfig()
+    assert auto.precision == "auto"
+    assert training.resolve_speed(auto, bfloat16_units=True) == ("mixed_bfloat16", False)
+    assert training.resolve_speed(auto, bfloat16_units=False) == ("float32", True)
+    no_xla = replace(auto, jit_compile=False)
+    assert training.resolve_speed(no_xla, bfloat16_units=False) == ("float32", False)
+    # A precision given by name is taken as it is, units or not.
+    chosen = replace(auto, precision="float32")
+    assert training.resolve_speed(chosen, bfloat16_units=True) == ("float32", True)
+    amx = tmp_path / "amx"
+    amx.write_text("flags\t\t: fpu sse avx2 avx512f amx_bf16 amx_tile\n")
+    older = tmp_path / "older"
+    older.write_text("flags\t\t: fpu sse avx2 fma\n")
+    assert training.has_bfloat16_units(amx)
+    assert not training.has_bfloat16_units(older)
+    assert not training.has_bfloat16_units(tmp_path / "missing")
+
+
+def test_a_model_trained_in_bfloat16_is_saved_computing_in_float32():
+    config = training.TrainingConfig(depth=2, base_filters=4, crop_size=16, jit_compile=False)
+    try:
+        training.set_precision("mixed_bfloat16")
+        net = training.build_model(replace(config, precision="mixed_bfloat16"))
+        assert {layer.compute_dtype for layer in net.layers if "conv" in layer.name} == {"bfloat16"}
+        copy = training.float32_copy(net, config)
+    finally:
+        training.set_precision("float32")
+    assert {layer.compute_dtype for layer in copy.layers} == {"float32"}
+    for original, copied in zip(net.weights, copy.weights, strict=True):
+        np.testing.assert_array_equal(np.asarray(original), np.asarray(copied))
+    image = np.random.default_rng(0).random((1, 32, 32, 1)).astype(np.float32)
+    # The same network: outputs differ by bfloat16's rounding only.
+    np.testing.assert_allclose(copy(image), net(image), atol=0.05)
