@@ -58,9 +58,7 @@ def main(argv=None) -> int:
                 first_output=plain,
             )
             rescaled = (
-                unscaled
-                if scale == 1.0
-                else inference.predict(net, image, settings, scale, keep_enlarged=True)[0]
+                unscaled if scale == 1.0 else inference.predict(net, image, settings, scale)[0]
             )
             for rescale, output, used in ((True, rescaled, scale), (False, unscaled, 1.0)):
                 scores[rescale].append(

@@ -119,39 +119,6 @@ def test_automatic_rescaling_brings_nuclei_to_the_training_size_and_labels_back(
     assert inference.image_scale(net, image, {**settings, "rescale": False}) == 1.0
 
 
-def test_an_enlarged_image_is_split_at_the_networks_scale_and_labelled_at_its_own():
-    # Two touching nuclei of about 9 pixels, which the network saw enlarged 3x.
-    net_scale = disc_labels((96, 96), [((48, 34), 14), ((48, 62), 14)])
-    output = np.array(pipeline.border_target(tf.constant(net_scale)))
-    settings = {
-        "postprocess": {
-            "method": "watershed_border",
-            "threshold": 0.5,
-            "marker_threshold": 0.5,
-            "border_threshold": 0.5,
-            "min_area": 5,
-        }
-    }
-    shape = (32, 32)
-    labels = inference.to_labels(output, settings, 3.0, shape)
-    assert labels.shape == shape and labels.max() == 2
-    truth = inference.resize_labels(net_scale, shape)
-    for value in (1, 2):
-        found = labels[truth == value]
-        assert (found == np.bincount(found).argmax()).mean() > 0.9
-    # The same output at the image's own size is post-processed as it is.
-    np.testing.assert_array_equal(
-        inference.to_labels(output, settings, 1.0, output.shape[:2]),
-        inference.to_labels(output, settings),
-    )
-    # min_area counts the image's own pixels: a speck of 4 of them (36 at 3x) is dropped.
-    speck = np.zeros((96, 96, 2), np.float32)
-    speck[30:36, 30:36, 0] = 1.0
-    assert inference.to_labels(speck, settings, 3.0, shape).max() == 0
-    speck_settings = {"postprocess": {**settings["postprocess"], "min_area": 3}}
-    assert inference.to_labels(speck, speck_settings, 3.0, shape).max() == 1
-
-
 def packed_discs(look="fluorescence"):
     labels = disc_labels((96, 96), [((30, 30), 10), ((60, 70), 12), ((75, 20), 7)])
     return pipeline.pack_samples([painted(labels, *LOOKS[look])], [labels])

@@ -130,10 +130,12 @@ def test_a_model_trained_in_bfloat16_is_saved_computing_in_float32():
         training.set_precision("mixed_bfloat16")
         net = training.build_model(replace(config, precision="mixed_bfloat16"))
         assert {layer.compute_dtype for layer in net.layers if "conv" in layer.name} == {"bfloat16"}
+        net.optimizer.learning_rate.assign(0.0002)
         copy = training.float32_copy(net, config)
     finally:
         training.set_precision("float32")
     assert {layer.compute_dtype for layer in copy.layers} == {"float32"}
+    assert float(copy.optimizer.learning_rate.numpy()) == pytest.approx(0.0002)
     for original, copied in zip(net.weights, copy.weights, strict=True):
         np.testing.assert_array_equal(np.asarray(original), np.asarray(copied))
     image = np.random.default_rng(0).random((1, 32, 32, 1)).astype(np.float32)

@@ -91,9 +91,7 @@ def score(
         when the same images are scored many times.
     scales : sequence of float, optional
         The factor each image was resampled by before it was predicted (1.0 for all by
-        default); ``min_area`` follows it (see ``inference.scaled_postprocess``). An output
-        larger than its image, an enlarged image's kept at the network's scale, is
-        post-processed there and its labels sampled down (``inference.postprocessed``).
+        default); ``min_area`` follows it (see ``inference.scaled_postprocess``).
 
     Returns
     -------
@@ -118,7 +116,9 @@ def score(
     kinds = kinds or imaging_types(samples)
     rows = []
     for (image_id, _, truth), output, scale in zip(samples, outputs, scales, strict=True):
-        predicted = inference.postprocessed(output, settings, scale, truth.shape)
+        predicted = postprocess.to_instances(
+            output, **inference.scaled_postprocess(settings, scale)
+        )
         rows.append(
             {
                 "image_id": image_id,
@@ -137,7 +137,7 @@ def score_model(model, samples: Sequence[Sample], settings: dict) -> pd.DataFram
     """
     frames = []
     for sample in samples:
-        output, scale = inference.predict(model, sample[1], settings, keep_enlarged=True)
+        output, scale = inference.predict(model, sample[1], settings)
         frames.append(score([sample], [output], settings["postprocess"], scales=[scale]))
     return pd.concat(frames, ignore_index=True)
 
@@ -426,8 +426,9 @@ class Tuning:
         index = [sample[0] for sample in self.samples].index(image_id)
         output = self.outputs[step.tta, step.rescale][index]
         scale = self.scales[index] if step.rescale else 1.0
-        shape = self.samples[index][2].shape
-        return inference.postprocessed(output, step.postprocess, scale, shape)
+        return postprocess.to_instances(
+            output, **inference.scaled_postprocess(step.postprocess, scale)
+        )
 
 
 def tune(
@@ -478,9 +479,7 @@ def tune(
         for use_tta in (False, True) if tta else (False,):
             settings = {"tile_size": tile_size, "tta": use_tta}
             outputs[use_tta, True] = [
-                inference.predict(model, image, settings, scale, keep_enlarged=True)[0]
-                if scale != 1.0
-                else same
+                inference.predict(model, image, settings, scale)[0] if scale != 1.0 else same
                 for (_, image, _), scale, same in zip(
                     samples, scales, outputs[use_tta, False], strict=True
                 )

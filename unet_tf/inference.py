@@ -16,7 +16,7 @@ import numpy as np
 
 from unet_tf import appearance, files
 from unet_tf.model import crop_to_shape, model_channels, model_depth, pad_to_shape
-from unet_tf.postprocess import MIN_AREA, relabel_sequential, to_instances
+from unet_tf.postprocess import MIN_AREA, to_instances
 
 DIHEDRAL = tuple(range(8))
 
@@ -245,10 +245,12 @@ def _resample_sample(sample: tuple, factor: float, sharp: bool = False) -> tuple
     :func:`resample_samples`)."""
     if factor == 1.0:
         return sample
+    import tensorflow as tf
+
     image_id, image, labels = sample
     shape = scaled_shape(image.shape, factor)
-    nearest = resize_labels(labels.astype(np.int32), shape)
-    return image_id, resize(image, shape, sharp=sharp), nearest
+    nearest = tf.image.resize(labels[..., None], shape, method="nearest").numpy()[..., 0]
+    return image_id, resize(image, shape, sharp=sharp), nearest.astype(np.int32)
 
 
 def resample_samples(samples: list, factor: float) -> list:
@@ -448,22 +450,13 @@ def _estimated(settings: dict) -> bool:
     return bool(rescaling) and not settings.get("image_nucleus_diameter")
 
 
-def predict(
-    model,
-    image: np.ndarray,
-    settings: dict,
-    scale: float | None = None,
-    stats=None,
-    keep_enlarged: bool = False,
-):
+def predict(model, image: np.ndarray, settings: dict, scale: float | None = None, stats=None):
     """The network's output for an image at its own size, rescaled as ``settings`` say.
 
     The image is resampled by the factor of :func:`image_scale` (or ``scale``), predicted
     (:func:`predict_full`, with TTA if asked), and the output resampled back, so labels
     always come at the image's own size. ``stats`` are the normalisation statistics of the
-    whole image when ``image`` is a block of it. With ``keep_enlarged`` the output of an
-    enlarged image (``scale > 1``) stays at the network's scale, for :func:`to_labels`
-    with the image's shape. Returns ``(output, scale)``.
+    whole image when ``image`` is a block of it. Returns ``(output, scale)``.
     """
     plain = None
     if scale is None:
@@ -479,9 +472,7 @@ def predict(
     output = predict_full(
         model, scaled, tile_size=settings["tile_size"], tta=settings["tta"], stats=stats
     )
-    if scale == 1.0 or (keep_enlarged and scale > 1.0):
-        return output, scale
-    return resize(output, shape), scale
+    return (resize(output, shape) if scale != 1.0 else output), scale
 
 
 def settings_path(model_path: str | Path) -> Path:
@@ -542,8 +533,8 @@ def segment(model, image: np.ndarray, settings: dict) -> np.ndarray:
     ``tta``, ``tile_size`` and optionally ``rescale`` and ``nucleus_diameter`` (see
     :func:`predict`).
     """
-    output, scale = predict(model, image, settings, keep_enlarged=True)
-    return to_labels(output, settings, scale, image.shape[:2])
+    output, scale = predict(model, image, settings)
+    return to_labels(output, settings, scale)
 
 
 def scaled_postprocess(postprocess: dict, scale: float) -> dict:
@@ -563,43 +554,8 @@ def scaled_postprocess(postprocess: dict, scale: float) -> dict:
     return {**postprocess, "min_area": max(min_area, round(min_area / scale**2))}
 
 
-def to_labels(
-    output: np.ndarray, settings: dict, scale: float = 1.0, shape: tuple[int, int] | None = None
-) -> np.ndarray:
-    """Instance labels of a network output with the post-processing of ``settings``
-    (its ``postprocess``), as :func:`postprocessed` makes them."""
-    return postprocessed(output, settings["postprocess"], scale, shape)
-
-
-def postprocessed(
-    output: np.ndarray, postprocess: dict, scale: float = 1.0, shape: tuple[int, int] | None = None
-) -> np.ndarray:
-    """Instance labels of a network output with the post-processing ``postprocess`` (the
-    settings of :func:`unet_tf.postprocess.to_instances`), for an output predicted with the
-    image resampled by ``scale`` (see :func:`scaled_postprocess`).
-
-    An output larger than ``shape``, the image's own ``(height, width)``, is that of an
-    enlarged image kept at the network's scale (``predict(..., keep_enlarged=True)``). It
-    is post-processed there, where the network drew the borders between nuclei of the
-    training size, with ``min_area`` in the network's pixels, and its labels are sampled
-    down to ``shape``. Small nuclei, which the network sees enlarged, are parted better so
-    than in an output sampled down first: a border band a few pixels wide at the network's
-    scale is a pixel or less at the image's own.
-    """
-    postprocess = scaled_postprocess(postprocess, scale)
-    if shape is None or tuple(output.shape[:2]) == tuple(shape):
-        return to_instances(output, **postprocess)
-    factor = output.shape[0] / shape[0]
-    min_area = postprocess.get("min_area", MIN_AREA)
-    labels = to_instances(output, **{**postprocess, "min_area": round(min_area * factor**2)})
-    return relabel_sequential(resize_labels(labels, shape))
-
-
-def resize_labels(labels: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    """Instance labels resampled to ``shape`` by nearest neighbour, so that they stay labels."""
-    import tensorflow as tf
-
-    if tuple(labels.shape) == tuple(shape):
-        return labels
-    resized = tf.image.resize(labels[..., None], shape, method="nearest").numpy()[..., 0]
-    return resized.astype(labels.dtype)
+def to_labels(output: np.ndarray, settings: dict, scale: float = 1.0) -> np.ndarray:
+    """Instance labels of a network output with the post-processing of ``settings``, for
+    an output predicted with the image resampled by ``scale`` (see
+    :func:`scaled_postprocess`)."""
+    return to_instances(output, **scaled_postprocess(settings["postprocess"], scale))

@@ -191,10 +191,8 @@ def segment_large(
         blocks, desc=f"blocks of {name}", unit="block", disable=not progress, file=sys.stderr
     ):
         block = pixels[top:bottom, left:right]
-        output, _ = inference.predict(
-            net, convert(block), settings, scale=scale, stats=stats, keep_enlarged=True
-        )
-        local = inference.to_labels(output, settings, scale, block.shape[:2])
+        output, _ = inference.predict(net, convert(block), settings, scale=scale, stats=stats)
+        local = inference.to_labels(output, settings, scale)
         del output
         keep = np.zeros(int(local.max()) + 1, bool)
         for index, box in enumerate(ndimage.find_objects(local), start=1):

@@ -353,8 +353,8 @@ def _segment_plane(
         labels, table, scale, overlay = result.labels, result.table, result.scale, result.overlay
     else:
         image = to_model_input(pixels, path, settings.get("window"))
-        output, scale = inference.predict(net, image, settings, keep_enlarged=True)
-        labels = inference.to_labels(output, settings, scale, image.shape[:2])
+        output, scale = inference.predict(net, image, settings)
+        labels = inference.to_labels(output, settings, scale)
         overlay = plots.overlay(image, prediction=labels, as_uint8=True)
         table = measure(labels, intensity_channel(pixels), name, pixel_size, plane)
     areas = table["area"].to_numpy()

@@ -458,6 +458,9 @@ def float32_copy(net: keras.Model, config: "TrainingConfig") -> keras.Model:
     set_precision("float32")
     copy = build_model(replace(config, precision="float32"))
     copy.set_weights(net.get_weights())
+    # The learning rate the schedule ended at goes with it; the optimizer's moments do not
+    # (a resumed run reads them from its own checkpoint).
+    copy.optimizer.learning_rate.assign(float(net.optimizer.learning_rate.numpy()))
     return copy
 
 

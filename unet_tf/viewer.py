@@ -106,9 +106,7 @@ class Viewer:
         once."""
         if name not in self._outputs:
             image = self.samples[name][0]
-            self._outputs[name] = inference.predict(
-                self.model, image, self.settings, keep_enlarged=True
-            )
+            self._outputs[name] = inference.predict(self.model, image, self.settings)
         return self._outputs[name]
 
     def postprocess_settings(self) -> dict:
@@ -124,7 +122,7 @@ class Viewer:
         image, truth = self.samples[name]
         settings = {**self.settings, "postprocess": self.postprocess_settings()}
         output, scale = self.output(name)
-        self.labels = inference.to_labels(output, settings, scale, image.shape[:2])
+        self.labels = inference.to_labels(output, settings, scale)
         overlay = plots.overlay(image, truth=truth, prediction=self.labels, as_uint8=True)
         self.picture.value = _png(overlay)
         lines = [f"<b>{self.labels.max()}</b> nuclei found"]
