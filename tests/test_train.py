@@ -88,6 +88,7 @@ CHANGES = {
     "task": {"task": "semantic", "target": "binary"},
     "window_min": -1000.0,
     "init_model": "other.keras",
+    "normalised_diameter": 16.0,
 }
 
 
