@@ -579,14 +579,13 @@ def augment_sample(
     """
     seeds = tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), 4)
     channels = tf.shape(image)[-1]
+    zoom = 1.0 if base_zoom is None else base_zoom
     if augmentation.affine or augmentation.elastic:
-        zoom = 1.0 if base_zoom is None else base_zoom
         stack = _warp_crop(image, labels, crop_size, augmentation, seeds[0], zoom)
     else:
         # Label values below 2**24 are exact in float32, so both travel in one tensor.
         stack = tf.concat([image, tf.cast(labels[..., None], tf.float32)], axis=-1)
         if augmentation.max_scale > 1 or base_zoom is not None:
-            zoom = 1.0 if base_zoom is None else base_zoom
             stack = _zoomed_crop(stack, crop_size, augmentation.max_scale, seeds[0], zoom)
         else:
             stack = _crop_or_pad(stack, crop_size, seeds[0])

@@ -1085,7 +1085,6 @@ def train(
         train_ids, held_out = train_ids[: config.max_images], held_out[: config.max_images]
     training_set = inference.resample_samples(dataset.load(train_ids), config.input_scale)
     sources = _sources(training_set) if config.balance else None
-    validation_set = inference.resample_samples(dataset.load(held_out), config.input_scale)
     # One class (a lung, say) has no nucleus size to rescale new images to.
     diameter, zooms = None, None
     if config.task == "instances" and not config.normalised_diameter:
@@ -1094,15 +1093,17 @@ def train(
         # The training crops are resampled as they are cut; the validation images, scored
         # whole every epoch, once, as inference resamples new images.
         zooms = inference.size_factors(training_set, config.normalised_diameter)
-        validation_set = inference.size_normalised_samples(
-            validation_set, config.normalised_diameter
-        )
         # The size the network trains at, by construction (images within the rescaling's
         # tolerance of it are left as they are): inference rescales new images to it.
         diameter = config.normalised_diameter
     train_samples = _pack(training_set)
     # The decoded float images take several times the memory of the packed ones.
     del training_set
+    validation_set = inference.resample_samples(dataset.load(held_out), config.input_scale)
+    if config.normalised_diameter:
+        validation_set = inference.size_normalised_samples(
+            validation_set, config.normalised_diameter
+        )
     validation_samples = _pack(validation_set)
     del validation_set
     largest = int(train_samples.shapes[:, :2].numpy().max())
