@@ -256,6 +256,41 @@ def test_balanced_weights_draw_a_rare_image_as_often_as_a_common_kind():
         pipeline.make_training_dataset(packed, 32, 4, sample_weights=[1.0, 1.0])
 
 
+@pytest.mark.parametrize("balance", [0.0, 0.5, 1.0])
+def test_balancing_by_type_gives_each_type_its_share_whatever_its_sources(balance):
+    # Fluorescence: 12 images from three sources; stained: 4 images from one source.
+    sources = ["f a"] * 8 + ["f b"] * 3 + ["f c"] + ["s d"] * 4
+    types = [source.split()[0] for source in sources]
+    weights = pipeline.balanced_weights(sources, balance, groups=types)
+    share = weights / weights.sum()
+    stained = share[-4:].sum()
+    assert stained == pytest.approx(4 ** (1 - balance) / (4 ** (1 - balance) + 12 ** (1 - balance)))
+    # Within a type the sources are balanced as they are without types.
+    alone = pipeline.balanced_weights(sources[:12], balance)
+    np.testing.assert_allclose(share[:12] / share[:12].sum(), alone / alone.sum())
+    if balance == 0.0:
+        np.testing.assert_allclose(share, 1 / len(sources))
+
+
+@pytest.mark.parametrize(("balance_by", "stained_share"), [("source", 0.25), ("type", 0.5)])
+def test_training_draws_by_the_configured_balance(balance_by, stained_share):
+    sources = ["fluorescence 256x256"] * 8 + ["fluorescence 360x360"] * 3
+    sources += ["fluorescence 696x520"] + ["stained 320x256"] * 4
+    config = training.TrainingConfig(balance=1.0, balance_by=balance_by)
+    weights = training.sampling_weights(sources, config)
+    assert weights[-4:].sum() / weights.sum() == pytest.approx(stained_share)
+
+
+def test_balancing_by_source_lets_many_small_sources_outweigh_one_large_one():
+    sources = ["f a"] * 8 + ["f b"] * 3 + ["f c"] + ["s d"] * 4
+    by_source = pipeline.balanced_weights(sources, 1.0)
+    by_type = pipeline.balanced_weights(sources, 1.0, groups=[s[0] for s in sources])
+    assert by_source[-4:].sum() / by_source.sum() == pytest.approx(0.25)
+    assert by_type[-4:].sum() / by_type.sum() == pytest.approx(0.5)
+    with pytest.raises(ValueError, match="groups has 2 entries for 16 kinds"):
+        pipeline.balanced_weights(sources, 1.0, groups=["f", "s"])
+
+
 def test_the_budget_schedule_warms_up_then_decays_to_the_end_of_the_budget():
     schedule = training.BudgetSchedule(0.001, minutes=10, warmup=0.05, final=0.01)
     rates = [schedule.rate(fraction) for fraction in np.linspace(0, 1, 101)]
@@ -284,6 +319,7 @@ def test_the_budget_schedule_follows_steps_when_they_run_out_before_the_minutes(
     [
         ({"representation": "hsv"}, "unknown representation"),
         ({"schedule": "linear"}, "unknown schedule"),
+        ({"balance_by": "size"}, "unknown balance_by"),
         ({"balance": 2.0}, "balance"),
         ({"max_scale": 0.5}, "max_scale"),
         ({"colour_augmentation": 1.5}, "colour_augmentation"),

@@ -81,6 +81,7 @@ CHANGES = {
     "max_scale": 1.5,
     "colour_augmentation": 0.25,
     "balance": 1.0,
+    "balance_by": "type",
     "representation": "rgb",
     "deformation": "affine",
     "schedule": "plateau",

@@ -544,7 +544,9 @@ def represent(
     return appearance.nuclei_bright(image, weights)
 
 
-def balanced_weights(kinds: Sequence[str], balance: float) -> np.ndarray:
+def balanced_weights(
+    kinds: Sequence[str], balance: float, groups: Sequence[str] | None = None
+) -> np.ndarray:
     """Sampling weights that draw rare kinds of images more often.
 
     Each image of a kind with ``n`` images gets weight ``n ** -balance``: 0 draws every
@@ -552,15 +554,34 @@ def balanced_weights(kinds: Sequence[str], balance: float) -> np.ndarray:
     often, and values between lean towards the rare kinds without drawing their few images
     over and over.
 
+    With ``groups`` (one per image, such as its imaging type) the same rule works on two
+    levels: a group of ``n`` images is drawn in proportion to ``n ** (1 - balance)``, and
+    within it each kind in proportion to its own count to that power. One large group made
+    of many small kinds (fluorescence, say, with a dozen microscopes) then no longer
+    outweighs a small group made of one kind (the stained images).
+
     Examples
     --------
     >>> balanced_weights(["a", "a", "a", "b"], 1.0).round(3).tolist()
     [0.333, 0.333, 0.333, 1.0]
+    >>> balanced_weights(["a", "b", "c", "c"], 1.0, groups=["x", "x", "y", "y"]).tolist()
+    [0.5, 0.5, 0.5, 0.5]
     """
     if not 0.0 <= balance <= 1.0:
         raise ValueError(f"balance must be in [0, 1], got {balance}")
     counts = Counter(kinds)
-    return np.array([counts[kind] ** -balance for kind in kinds], np.float64)
+    weights = np.array([counts[kind] ** -balance for kind in kinds], np.float64)
+    if groups is None:
+        return weights
+    if len(groups) != len(kinds):
+        raise ValueError(f"groups has {len(groups)} entries for {len(kinds)} kinds")
+    group_sizes = Counter(groups)
+    # The summed weight of a group's images: each of its kinds contributes n ** (1 - b).
+    group_mass = Counter()
+    for (group, _kind), count in Counter(zip(groups, kinds, strict=True)).items():
+        group_mass[group] += count ** (1.0 - balance)
+    scale = [group_sizes[group] ** (1.0 - balance) / group_mass[group] for group in groups]
+    return weights * np.array(scale, np.float64)
 
 
 def augment_sample(

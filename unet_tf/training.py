@@ -469,6 +469,7 @@ def float32_copy(net: keras.Model, config: "TrainingConfig") -> keras.Model:
 # A resumed run may extend its budget; any other change would mix two recipes in one model.
 RESUMABLE = ("epochs", "max_minutes")
 SCHEDULES = ("plateau", "cosine")
+BALANCE_LEVELS = ("source", "type")
 DEFORMATIONS = ("none", "affine", "elastic", "affine+elastic")
 
 
@@ -542,6 +543,10 @@ class TrainingConfig:
     balance : float
         Draw images of rare sources (imaging type and size) more often: 0 draws every image
         equally often, 1 every source.
+    balance_by : str
+        ``"source"``: balance the sources (imaging type and size) against each other;
+        ``"type"``: balance the imaging types first and, within each, its sources, so that
+        the one stained source is not outweighed by the many fluorescence ones.
     schedule : str
         ``"plateau"`` (halve the learning rate when the validation loss stalls) or
         ``"cosine"`` (warm-up, then cosine decay planned to end with the time budget).
@@ -598,6 +603,7 @@ class TrainingConfig:
     tissue_augmentation: float = 1.0
     resolution_augmentation: float = 0.0
     balance: float = 0.5
+    balance_by: str = "source"
     schedule: str = "cosine"
     dataset: str = "dsb2018"
     task: str = "instances"
@@ -675,6 +681,7 @@ class TrainingConfig:
             ("precision", CONFIG_PRECISIONS),
             ("representation", REPRESENTATIONS),
             ("schedule", SCHEDULES),
+            ("balance_by", BALANCE_LEVELS),
             ("deformation", DEFORMATIONS),
         )
         for name, known in known_names:
@@ -998,6 +1005,17 @@ def _sources(samples: list) -> list[str]:
     ]
 
 
+def sampling_weights(sources: list[str], config: TrainingConfig) -> np.ndarray:
+    """How often balanced sampling draws each training image, from the images' sources
+    (``"stained 320x256"``, see :func:`_sources`) and ``config.balance`` and
+    ``config.balance_by`` (:func:`unet_tf.pipeline.balanced_weights`)."""
+    from unet_tf import pipeline
+
+    # A source's imaging type is its first word.
+    groups = [source.split()[0] for source in sources] if config.balance_by == "type" else None
+    return pipeline.balanced_weights(sources, config.balance, groups)
+
+
 def _median_diameter(samples: list) -> float | None:
     """The median nucleus size of labelled samples, measured as inference measures the
     nuclei of a new image (:func:`unet_tf.inference.inscribed_diameters`)."""
@@ -1116,7 +1134,7 @@ def train(
     if config.contact_weight > 0:
         # The targets get a last channel of pixel weights, which the loss reads and drops.
         target_fn = pipeline.with_contact_weights(target_fn, config.contact_weight)
-    weights = pipeline.balanced_weights(sources, config.balance) if sources else None
+    weights = sampling_weights(sources, config) if sources else None
     train_dataset = pipeline.make_training_dataset(
         train_samples,
         config.crop_size,
