@@ -289,6 +289,8 @@ def test_balancing_by_source_lets_many_small_sources_outweigh_one_large_one():
     assert by_type[-4:].sum() / by_type.sum() == pytest.approx(0.5)
     with pytest.raises(ValueError, match="groups has 2 entries for 16 kinds"):
         pipeline.balanced_weights(sources, 1.0, groups=["f", "s"])
+    with pytest.raises(ValueError, match=r"kinds \['x'\] lie in more than one group"):
+        pipeline.balanced_weights(["x", "x", "y"], 1.0, groups=["f", "s", "s"])
 
 
 def test_the_budget_schedule_warms_up_then_decays_to_the_end_of_the_budget():

@@ -557,8 +557,9 @@ def balanced_weights(
     With ``groups`` (one per image, such as its imaging type) the same rule works on two
     levels: a group of ``n`` images is drawn in proportion to ``n ** (1 - balance)``, and
     within it each kind in proportion to its own count to that power. One large group made
-    of many small kinds (fluorescence, say, with a dozen microscopes) then no longer
-    outweighs a small group made of one kind (the stained images).
+    of many small kinds (fluorescence, say, from many microscopes) then no longer
+    outweighs a small group made of one kind (the stained images). Every kind must lie in
+    one group.
 
     Examples
     --------
@@ -575,10 +576,15 @@ def balanced_weights(
         return weights
     if len(groups) != len(kinds):
         raise ValueError(f"groups has {len(groups)} entries for {len(kinds)} kinds")
+    pairs = Counter(zip(groups, kinds, strict=True))
+    groups_per_kind = Counter(kind for _, kind in pairs)
+    split = sorted(kind for kind, number in groups_per_kind.items() if number > 1)
+    if split:
+        raise ValueError(f"kinds {split} lie in more than one group")
     group_sizes = Counter(groups)
     # The summed weight of a group's images: each of its kinds contributes n ** (1 - b).
     group_mass = Counter()
-    for (group, _kind), count in Counter(zip(groups, kinds, strict=True)).items():
+    for (group, _kind), count in pairs.items():
         group_mass[group] += count ** (1.0 - balance)
     scale = [group_sizes[group] ** (1.0 - balance) / group_mass[group] for group in groups]
     return weights * np.array(scale, np.float64)
