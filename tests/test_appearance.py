@@ -256,10 +256,13 @@ def test_balanced_weights_draw_a_rare_image_as_often_as_a_common_kind():
         pipeline.make_training_dataset(packed, 32, 4, sample_weights=[1.0, 1.0])
 
 
+# Fluorescence ("f"): 12 images from three sources; stained ("s"): 4 images from one source.
+SOURCES = ["f a"] * 8 + ["f b"] * 3 + ["f c"] + ["s d"] * 4
+
+
 @pytest.mark.parametrize("balance", [0.0, 0.5, 1.0])
 def test_balancing_by_type_gives_each_type_its_share_whatever_its_sources(balance):
-    # Fluorescence: 12 images from three sources; stained: 4 images from one source.
-    sources = ["f a"] * 8 + ["f b"] * 3 + ["f c"] + ["s d"] * 4
+    sources = SOURCES
     types = [source.split()[0] for source in sources]
     weights = pipeline.balanced_weights(sources, balance, groups=types)
     share = weights / weights.sum()
@@ -282,7 +285,7 @@ def test_training_draws_by_the_configured_balance(balance_by, stained_share):
 
 
 def test_balancing_by_source_lets_many_small_sources_outweigh_one_large_one():
-    sources = ["f a"] * 8 + ["f b"] * 3 + ["f c"] + ["s d"] * 4
+    sources = SOURCES
     by_source = pipeline.balanced_weights(sources, 1.0)
     by_type = pipeline.balanced_weights(sources, 1.0, groups=[s[0] for s in sources])
     assert by_source[-4:].sum() / by_source.sum() == pytest.approx(0.25)

@@ -116,9 +116,7 @@ def score(
     kinds = kinds or imaging_types(samples)
     rows = []
     for (image_id, _, truth), output, scale in zip(samples, outputs, scales, strict=True):
-        predicted = postprocess.to_instances(
-            output, **inference.scaled_postprocess(settings, scale)
-        )
+        predicted = inference.postprocessed(output, settings, scale)
         rows.append(
             {
                 "image_id": image_id,
@@ -426,9 +424,7 @@ class Tuning:
         index = [sample[0] for sample in self.samples].index(image_id)
         output = self.outputs[step.tta, step.rescale][index]
         scale = self.scales[index] if step.rescale else 1.0
-        return postprocess.to_instances(
-            output, **inference.scaled_postprocess(step.postprocess, scale)
-        )
+        return inference.postprocessed(output, step.postprocess, scale)
 
 
 def tune(

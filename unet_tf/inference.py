@@ -555,7 +555,13 @@ def scaled_postprocess(postprocess: dict, scale: float) -> dict:
 
 
 def to_labels(output: np.ndarray, settings: dict, scale: float = 1.0) -> np.ndarray:
-    """Instance labels of a network output with the post-processing of ``settings``, for
-    an output predicted with the image resampled by ``scale`` (see
-    :func:`scaled_postprocess`)."""
-    return to_instances(output, **scaled_postprocess(settings["postprocess"], scale))
+    """Instance labels of a network output with the post-processing of ``settings`` (its
+    ``postprocess``), as :func:`postprocessed` makes them."""
+    return postprocessed(output, settings["postprocess"], scale)
+
+
+def postprocessed(output: np.ndarray, postprocess: dict, scale: float = 1.0) -> np.ndarray:
+    """Instance labels of a network output with the post-processing ``postprocess`` (the
+    settings of :func:`unet_tf.postprocess.to_instances`), for an output predicted with the
+    image resampled by ``scale`` (see :func:`scaled_postprocess`)."""
+    return to_instances(output, **scaled_postprocess(postprocess, scale))
