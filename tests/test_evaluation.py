@@ -1,6 +1,7 @@
 """``evaluation.tune``: the post-processing chosen on labelled images."""
 
 import numpy as np
+import pandas as pd
 from conftest import disc_labels
 
 from unet_tf import evaluation, training
@@ -35,3 +36,23 @@ def test_tune_scores_the_steps_and_chooses_the_best(disc_model_path):
     cracked = evaluation.tune(net, _samples(cracked=True), tile_size=64, tta=False)
     best = max(frame.dsb_score.mean() for frame in cracked.results.values())
     assert cracked.per_image.dsb_score.mean() == best < 1.0
+
+
+def _sweep(scores: dict) -> pd.DataFrame:
+    return pd.DataFrame(
+        [
+            {"method": method, "threshold": 0.5, "dsb_score": score}
+            for method, score in scores.items()
+        ]
+    )
+
+
+def test_centres_get_their_own_ablation_step_and_tta_follows_the_better_watershed():
+    methods = ("components", "watershed_distance", "watershed_border", "watershed_center")
+    assert set(evaluation.default_grids(True, has_centers=True)) == set(methods)
+    assert "watershed_center" not in evaluation.default_grids(True)
+    for center, chosen in ((0.6, "watershed_center"), (0.4, "watershed_border")):
+        table = _sweep(dict(zip(methods, (0.3, 0.4, 0.5, center), strict=True)))
+        steps = evaluation.ablation_steps(table, min_area=15, tta=True)
+        assert steps[-2].name == "+ watershed on predicted centres"
+        assert steps[-1].tta and steps[-1].postprocess["method"] == chosen

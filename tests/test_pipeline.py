@@ -234,18 +234,69 @@ def test_contact_weights_append_a_weight_channel():
         pipeline.with_contact_weights("border", weight=-1.0)
 
 
-def test_a_model_trains_on_contact_weighted_targets():
+def test_center_distance_of_a_square_counts_rings_inwards():
+    labels = np.zeros((11, 11), np.int32)
+    labels[2:9, 2:9] = 5  # A 7x7 square: rings at distance 1, 2, 3 and the centre pixel at 4.
+    distance = pipeline.center_distance(tf.constant(labels)).numpy()
+    np.testing.assert_allclose(distance[5, :], [0, 0, 0.25, 0.5, 0.75, 1.0, 0.75, 0.5, 0.25, 0, 0])
+    np.testing.assert_allclose(distance, distance.T)
+    assert not distance[labels == 0].any()
+
+
+@pytest.mark.parametrize("radius", [4, 9, 20])
+def test_center_distance_peaks_at_one_in_every_nucleus_and_dips_where_they_touch(radius):
+    # Two touching discs of any size, with label values far apart, beside a lone small one.
+    width = 5 * radius + 10
+    labels = disc_labels((2 * radius + 10, width), [((radius + 5, radius + 5), radius)] * 1)
+    right = disc_labels(labels.shape, [((radius + 5, 3 * radius + 4), radius)])
+    labels = np.where(right > 0, 900, labels)
+    labels[1:4, width - 4 : width - 1] = 2
+    distance = pipeline.center_distance(tf.constant(labels)).numpy()
+    for value in (1, 900, 2):
+        assert distance[labels == value].max() == pytest.approx(1.0)
+        assert distance[labels == value].min() > 0
+    # Where the two discs meet, both sides are edge pixels: the map is 1 / peak there.
+    row = radius + 5
+    contact = [column for column in range(1, width) if labels[row, column - 1] == 1
+               and labels[row, column] == 900]  # fmt: skip
+    assert distance[row, contact[0] - 1] < 0.35 and distance[row, contact[0]] < 0.35
+
+
+def test_center_distance_is_about_the_same_at_twice_the_size():
+    small = disc_labels((40, 40), [((20, 20), 8)])
+    large = disc_labels((80, 80), [((40, 40), 16)])
+    small_map = pipeline.center_distance(tf.constant(small)).numpy()
+    large_map = pipeline.center_distance(tf.constant(large)).numpy()[::2, ::2]
+    inside = (small > 0) & (large[::2, ::2] > 0)
+    # About one ring of the small disc (1/8) at most, where the pixel grids of the two
+    # outlines differ; the distances themselves differ two-fold.
+    difference = np.abs(small_map - large_map)[inside]
+    assert difference.mean() < 0.06 and difference.max() < 0.15
+
+
+def test_center_target_adds_the_centre_map_to_the_border_targets():
+    labels = tf.constant(disc_labels((32, 48), [((16, 14), 9), ((16, 31), 9)]))
+    targets = pipeline.center_target(labels).numpy()
+    assert targets.shape == (32, 48, pipeline.target_channels("center"))
+    np.testing.assert_array_equal(targets[..., :2], pipeline.border_target(labels))
+    np.testing.assert_array_equal(targets[..., 2], pipeline.center_distance(labels))
+
+
+@pytest.mark.parametrize("target, weight", [("border", 5.0), ("center", 0.0), ("center", 5.0)])
+def test_a_model_trains_on_each_target_with_and_without_contact_weights(target, weight):
     from unet_tf import keras_metrics, losses, model
 
     labels = disc_labels((32, 32), [((12, 10), 6), ((12, 22), 6), ((24, 16), 5)])
     image = (labels > 0).astype(np.float32)[..., None].repeat(3, -1)
     samples = pipeline.pack_samples([image], [labels])
-    target_fn = pipeline.with_contact_weights("border", weight=5.0)
-    dataset = pipeline.make_training_dataset(samples, 16, 2, target_fn, seed=0)
-    net = model.get_model(num_classes=2, depth=1, base_filters=2)
+    target_fn = pipeline.with_contact_weights(target, weight=weight) if weight else target
+    dataset = pipeline.make_training_dataset(
+        samples, 16, 2, pipeline.get_target_fn(target_fn), seed=0
+    )
+    net = model.get_model(num_classes=pipeline.target_channels(target), depth=1, base_filters=2)
     net.compile(
         optimizer="adam",
-        loss=losses.get_loss("bce_dice", pixel_weights=True),
+        loss=losses.get_loss("bce_dice", pixel_weights=bool(weight)),
         metrics=[keras_metrics.PixelIoU(channel=0)],
     )
     history = net.fit(dataset, steps_per_epoch=2, epochs=1, verbose=0)

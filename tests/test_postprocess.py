@@ -43,6 +43,40 @@ def test_watershed_with_border_channel_splits_touching_discs():
     assert metrics.dsb_score(true, labels) > 0.8
 
 
+def centre_map(labels: np.ndarray) -> np.ndarray:
+    """The normalised distance to each nucleus's edge, as the ``center`` target has it."""
+    import tensorflow as tf
+
+    from unet_tf import pipeline
+
+    return pipeline.center_distance(tf.constant(labels)).numpy()
+
+
+def test_watershed_on_centres_splits_touching_discs():
+    true = disc_labels(SHAPE, TOUCHING)
+    labels = postprocess.center_watershed(soft(true > 0), centre_map(true) * 0.9)
+    assert labels.max() == 2
+    assert metrics.dsb_score(true, labels) > 0.8
+    stacked = np.stack([soft(true > 0), np.zeros(SHAPE), centre_map(true)], -1)
+    np.testing.assert_array_equal(
+        postprocess.to_instances(stacked, "watershed_center", marker_threshold=0.5), labels
+    )
+
+
+def test_watershed_on_centres_keeps_a_small_nucleus_beside_a_large_one():
+    # A nucleus of radius 3 touching one of radius 14: its centre is a few pixels only.
+    true = disc_labels(SHAPE, [((32, 30), 14), ((32, 47), 4)])
+    labels = postprocess.center_watershed(soft(true > 0), centre_map(true), min_area=10)
+    assert labels.max() == 2
+    assert metrics.dsb_score(true, labels) > 0.7
+
+
+def test_watershed_on_centres_needs_a_centre_channel():
+    with pytest.raises(ValueError, match="target='center'"):
+        postprocess.to_instances(np.zeros((8, 8, 2), np.float32), "watershed_center")
+    assert postprocess.center_watershed(*np.zeros((2, 8, 8), np.float32)).max() == 0
+
+
 def test_separate_discs_stay_whole_and_small_ones_are_dropped():
     true = disc_labels(SHAPE, [((20, 20), 8), ((40, 70), 10), ((55, 10), 1)])
     for labels in (

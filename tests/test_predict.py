@@ -8,7 +8,7 @@ from conftest import disc, disc_labels
 from PIL import Image
 from skimage.segmentation import find_boundaries
 
-from unet_tf import plots, predict
+from unet_tf import inference, plots, predict
 from unet_tf.__main__ import main as cli
 
 DISCS_8BIT = [((20, 20), 8), ((20, 60), 10), ((70, 40), 12)]
@@ -137,6 +137,21 @@ def test_untuned_models_fall_back_and_say_so(model_path, tmp_path):
     copy.write_bytes(model_path.read_bytes())
     _, settings, tuned = predict.load_model_and_settings(copy)
     assert not tuned and settings["postprocess"]["method"] == "components"
+
+
+@pytest.mark.parametrize("channels, method", [(2, "watershed_border"), (3, "watershed_center")])
+def test_untuned_models_fall_back_to_the_watershed_on_their_own_channel(tmp_path, channels, method):
+    import keras
+    from keras import layers
+
+    inputs = keras.Input((None, None, 1))
+    path = tmp_path / f"untuned{channels}.keras"
+    keras.Model(inputs, layers.Conv2D(channels, 1, activation="sigmoid")(inputs)).save(path)
+    net, settings, tuned = predict.load_model_and_settings(path)
+    assert not tuned and settings["postprocess"]["method"] == method
+    image = np.zeros((32, 32, 3), np.float32)
+    image[8:20, 8:20] = 0.8
+    assert inference.segment(net, image, settings).shape == (32, 32)
 
 
 def test_a_tile_size_the_model_cannot_take_is_refused(model_path, inputs, tmp_path, capsys):

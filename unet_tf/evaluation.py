@@ -276,10 +276,11 @@ def markdown_table(frame: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
-def default_grids(has_borders: bool) -> dict[str, list[dict]]:
+def default_grids(has_borders: bool, has_centers: bool = False) -> dict[str, list[dict]]:
     """The post-processing settings :func:`tune` tries, per method.
 
-    ``watershed_border`` needs a border channel, so it is tried only when the model has one.
+    ``watershed_border`` needs a border channel and ``watershed_center`` a centre channel,
+    so each is tried only when the model has it.
     """
     grids = {
         "components": [{"threshold": t} for t in (0.3, 0.4, 0.5, 0.6, 0.7)],
@@ -291,6 +292,11 @@ def default_grids(has_borders: bool) -> dict[str, list[dict]]:
         grids["watershed_border"] = [
             {"threshold": t, "marker_threshold": m, "border_threshold": b}
             for t, m, b in itertools.product((0.4, 0.5), (0.5, 0.7, 0.85), (0.2, 0.35, 0.5))
+        ]
+    if has_centers:
+        grids["watershed_center"] = [
+            {"threshold": t, "marker_threshold": m}
+            for t, m in itertools.product((0.4, 0.5), (0.3, 0.4, 0.5, 0.6, 0.7))
         ]
     return grids
 
@@ -339,7 +345,8 @@ class Step:
 
 
 def ablation_steps(table: pd.DataFrame, min_area: int, tta: bool) -> list[Step]:
-    """The ablation, each step adding one thing: tuned threshold, watershed, borders, TTA."""
+    """The ablation, each step adding one thing: tuned threshold, watershed, borders,
+    centres (for models that predict them), TTA."""
 
     def tuned(method: str) -> dict:
         return {"method": method, "min_area": min_area, **best_settings(table, method)}
@@ -355,10 +362,15 @@ def ablation_steps(table: pd.DataFrame, min_area: int, tta: bool) -> list[Step]:
     ]
     if "watershed_border" in set(table.method):
         steps.append(Step("+ watershed on predicted borders", False, tuned("watershed_border")))
+    last = steps[-1]
+    if "watershed_center" in set(table.method):
+        steps.append(Step("+ watershed on predicted centres", False, tuned("watershed_center")))
+        # TTA goes with the better of the two watersheds on predicted channels.
+        best = table.groupby("method").dsb_score.max()
+        if best["watershed_center"] >= best.get(last.postprocess["method"], -np.inf):
+            last = steps[-1]
     if tta:
-        steps.append(
-            Step("+ test-time augmentation (8 flips/rotations)", True, steps[-1].postprocess)
-        )
+        steps.append(Step("+ test-time augmentation (8 flips/rotations)", True, last.postprocess))
     return steps
 
 
@@ -481,9 +493,9 @@ def tune(
                 )
             ]
         seconds["rescaling"] = time.monotonic() - started
-    has_borders = outputs[False, False][0].shape[-1] >= 2
+    channels = outputs[False, False][0].shape[-1]
     kinds = imaging_types(samples)
-    grids = grids or default_grids(has_borders)
+    grids = grids or default_grids(channels >= 2, channels >= 3)
     table = sweep(samples, outputs[False, False], grids, min_area, kinds)
     steps = ablation_steps(table, min_area, tta)
 

@@ -6,7 +6,8 @@ it for upload) with an ``rdf.yaml`` of the spec's format 0.5 describing:
 
 - the input: one channel, ``(batch, y, x, channel)``, any intensity range, sides a multiple
   of ``2**depth`` (a ``min`` and ``step`` tile constraint);
-- the output: per-pixel probabilities, ``nucleus`` and (for border models) ``border``, at
+- the output: per-pixel probabilities, ``nucleus``, (for border models) ``border`` and (for
+  centre models) ``center``, at
   the input's size, with a halo that tiling tools cut off;
 - the weights twice: a TensorFlow SavedModel (zipped) and ONNX, both of the same graph;
 - a test input and the output the weights must give for it (``.npy``), a cover image, a
@@ -204,6 +205,12 @@ def _documentation(record: dict, settings: dict | None, channel_names: list[str]
             if len(channel_names) > 1
             else ""
         )
+        + (
+            "`center`: distance to the nucleus's edge divided by the nucleus's largest "
+            "(1 at its centre, near 0 where two nuclei meet). "
+            if len(channel_names) > 2
+            else ""
+        )
         + "Threshold `nucleus` at 0.5 for a mask.",
         "- Instance labels (touching nuclei split by a marker-controlled watershed) come from "
         "`python -m unet_tf predict`; the bioimage.io spec has no such post-processing step.",
@@ -314,9 +321,9 @@ def export_package(
     wrapped = packaged_model(net)
     test_in = test_input(net, image, test_size)
     test_out = np.asarray(wrapped.predict_on_batch(test_in), np.float32)
-    channel_names = ["nucleus", "border"][: test_out.shape[-1]]
+    channel_names = ["nucleus", "border", "center"][: test_out.shape[-1]]
     if len(channel_names) < test_out.shape[-1]:
-        channel_names += [f"channel{i}" for i in range(2, test_out.shape[-1])]
+        channel_names += [f"channel{i}" for i in range(3, test_out.shape[-1])]
 
     output_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".bioimageio.", dir=output_dir) as scratch:
@@ -370,7 +377,7 @@ def export_package(
             name="unet-tf DSB2018 nuclei",
             description="U-Net for cell nuclei in fluorescence, brightfield and stained "
             "tissue images, trained on the Kaggle Data Science Bowl 2018 (BBBC038). "
-            "Outputs nucleus and border probabilities.",
+            f"Outputs per-pixel maps: {', '.join(channel_names)}.",
             authors=[spec.Author(name="unet-tf contributors")],
             cite=[spec.CiteEntry(**entry) for entry in CITATIONS],
             license=LICENSE,

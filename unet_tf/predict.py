@@ -321,10 +321,9 @@ def load_model_and_settings(model_path: Path) -> tuple[object, dict, bool]:
             diameter = record.get("nucleus_diameter")
             settings.update(rescale=bool(diameter), nucleus_diameter=diameter)
         if net.output_shape[-1] >= 2:
-            settings["postprocess"] = {
-                "method": "watershed_border",
-                "min_area": postprocess.MIN_AREA,
-            }
+            # The untuned defaults of the watershed on the model's own separation channel.
+            method = "watershed_center" if net.output_shape[-1] >= 3 else "watershed_border"
+            settings["postprocess"] = {"method": method, "min_area": postprocess.MIN_AREA}
         return net, settings, False
 
 

@@ -492,7 +492,8 @@ class TrainingConfig:
     crop_size : int
         Side of the square training crops at native resolution; a multiple of ``2**depth``.
     target : str
-        Training targets: ``"binary"`` (nucleus) or ``"border"`` (nucleus + borders).
+        Training targets: ``"binary"`` (nucleus), ``"border"`` (nucleus + borders) or
+        ``"center"`` (nucleus + borders + normalised distance to the nucleus edge).
     loss : str
         ``"bce"``, ``"dice"``, ``"bce_dice"`` or ``"focal"``.
     contact_weight : float

@@ -30,6 +30,10 @@ SLIDERS = {
         ("marker_threshold", 0.05, 0.95, 0.05),
         ("border_threshold", 0.05, 0.95, 0.05),
     ],
+    "watershed_center": [
+        ("threshold", 0.05, 0.95, 0.05),
+        ("marker_threshold", 0.05, 0.95, 0.05),
+    ],
 }
 
 
