@@ -76,7 +76,8 @@ def center_distance(labels: tf.Tensor) -> tf.Tensor:
     the pixels whose whole 3x3 neighbourhood is the same nucleus, so touching nuclei get
     edges where they meet. Dividing by each nucleus's own largest distance makes the map the
     same for a nucleus at any size, so zoom augmentation and rescaling leave it unchanged,
-    and between two touching nuclei it dips to almost 0: the "centre" that StarDist's
+    and between two touching nuclei it dips to their edge value, one over each nucleus's
+    largest distance: the "centre" that StarDist's
     object probabilities and Cellpose's flows point to, here as a map the watershed of
     :func:`unet_tf.postprocess.center_watershed` can grow nuclei from.
     """
