@@ -82,11 +82,10 @@ def center_distance(labels: tf.Tensor) -> tf.Tensor:
     :func:`unet_tf.postprocess.center_watershed` can grow nuclei from.
     """
     labels = tf.cast(labels, tf.int32)
-    values = tf.cast(labels, tf.float32)[None, ..., None]
-    largest = tf.nn.max_pool2d(values, 3, 1, "SAME")
-    smallest = -tf.nn.max_pool2d(-values, 3, 1, "SAME")
-    region = tf.cast((values > 0) & (largest == values) & (smallest == values), tf.float32)
-    distance = tf.cast(values > 0, tf.float32) + region
+    # The nucleus pixels that are not border pixels at width 1 (see border_target).
+    nucleus, edge = tf.unstack(border_target(labels, width=1)[None], axis=-1)
+    region = (nucleus - edge)[..., None]
+    distance = nucleus[..., None] + region
 
     def grow(step, region, distance):
         region = _erode(region, cross=step % 2 == 0)

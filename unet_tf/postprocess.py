@@ -127,10 +127,9 @@ def watershed_instances(
         int32 labels 0..N.
     """
     probabilities = _check_probabilities(probabilities)
-    mask = ndimage.binary_fill_holes(probabilities > threshold)
+    mask, blobs = _watershed_mask(probabilities, threshold)
     if not mask.any():
         return np.zeros(mask.shape, np.int32)
-    blobs, _ = ndimage.label(mask, structure=np.ones((3, 3)))
     if borders is not None:
         borders = _check_probabilities(borders)
         seeds = (probabilities > marker_threshold) & (borders < border_threshold) & mask
@@ -143,6 +142,14 @@ def watershed_instances(
         markers = _distance_peaks(distance, min_distance, blobs)
         elevation = -distance
     return _grow(elevation, markers, mask, blobs, min_area)
+
+
+def _watershed_mask(probabilities: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray]:
+    """The mask a watershed grows markers over (nucleus probability above ``threshold``,
+    holes filled) and its 8-connected blobs."""
+    mask = ndimage.binary_fill_holes(probabilities > threshold)
+    blobs, _ = ndimage.label(mask, structure=np.ones((3, 3)))
+    return mask, blobs
 
 
 def _grow(
@@ -202,10 +209,9 @@ def center_watershed(
     """
     probabilities = _check_probabilities(probabilities)
     centers = _check_probabilities(centers)
-    mask = ndimage.binary_fill_holes(probabilities > threshold)
+    mask, blobs = _watershed_mask(probabilities, threshold)
     if not mask.any():
         return np.zeros(mask.shape, np.int32)
-    blobs, _ = ndimage.label(mask, structure=np.ones((3, 3)))
     # Markers are not filtered by size: the centre of a small nucleus is a few pixels, and
     # dropping it would merge the nucleus into its neighbour.
     markers, _ = ndimage.label((centers > marker_threshold) & mask)
