@@ -150,3 +150,67 @@ def test_sharp_enlargement_keeps_the_range_and_steepens_edges():
     np.testing.assert_array_equal(
         inference.resize(sharp, (20, 20), sharp=True), inference.resize(sharp, (20, 20))
     )
+
+
+def _offset_labels(apart: bool = False) -> np.ndarray:
+    """Discs of three sizes; two touch unless ``apart``."""
+    from conftest import disc_labels
+
+    return disc_labels((40, 56), [((12, 12), 7), ((12, 30 if apart else 24), 7), ((28, 44), 9)])
+
+
+def _offset_target(labels: np.ndarray) -> np.ndarray:
+    import tensorflow as tf
+
+    from unet_tf import pipeline
+
+    return pipeline.offset_target(tf.constant(np.ascontiguousarray(labels))).numpy()
+
+
+@pytest.mark.parametrize("transform", inference.DIHEDRAL)
+def test_undoing_a_transform_turns_the_centre_offsets_with_the_pixels(transform):
+    labels = _offset_labels()
+    seen = _offset_target(inference.dihedral(labels, transform))
+    restored = inference.inverse_dihedral_output(seen, transform)
+    np.testing.assert_allclose(restored, _offset_target(labels), atol=1e-5)
+
+
+class OffsetOracle:
+    """A stand-in for a model trained on the ``offset`` target that is always right: it
+    labels the bright blobs of its input and returns their true targets."""
+
+    depth = 2
+    channels = 1
+
+    def predict_on_batch(self, batch):
+        from scipy import ndimage
+
+        return np.stack([_offset_target(ndimage.label(image[..., 0] > 0.5)[0]) for image in batch])
+
+
+def test_tta_of_centre_offsets_agrees_with_one_pass():
+    # Discs apart, so that the oracle's blobs are the nuclei.
+    labels = _offset_labels(apart=True)
+    image = np.where(labels > 0, 0.8, 0.05).astype(np.float32)[..., None]
+    single = inference.predict_full(OffsetOracle(), image, tile_size=64)
+    np.testing.assert_allclose(single, _offset_target(labels), atol=1e-5)
+    averaged = inference.predict_full(OffsetOracle(), image, tile_size=64, tta=True)
+    np.testing.assert_allclose(averaged, single, atol=1e-5)
+
+
+def test_an_output_brought_back_from_twice_the_size_has_offsets_in_the_image_pixels():
+    from scipy import ndimage
+
+    from unet_tf import postprocess
+
+    # Discs apart: where two touch, resampling blends offsets that point apart.
+    labels = _offset_labels(apart=True)
+    enlarged = np.kron(labels, np.ones((2, 2), labels.dtype))
+    output = inference.resized_output(_offset_target(enlarged), labels.shape, scale=2.0)
+    assert output.shape == (*labels.shape, 4)
+    inside = ndimage.binary_erosion(labels > 0, iterations=2)
+    found = postprocess.decode_offsets(output[..., 2:])[inside]
+    # The true offsets at the image's size, up to the half pixel the two grids differ by.
+    true = postprocess.decode_offsets(_offset_target(labels)[..., 2:])[inside]
+    assert np.abs(found - true).max() < 1.0
+    assert inference.resized_output(output, labels.shape, 1.0) is output
