@@ -303,7 +303,7 @@ def default_grids(
     if has_offsets:
         grids["offset_votes"] = [
             {"threshold": t, "vote_threshold": v, "sigma": s}
-            for t, v, s in itertools.product((0.4, 0.5), (0.5, 1.0, 2.0, 4.0), (1.0, 2.0))
+            for t, v, s in itertools.product((0.4, 0.5), (1.0, 2.0, 4.0, 8.0, 16.0), (1.0, 2.0))
         ]
     return grids
 
