@@ -56,14 +56,3 @@ def test_centres_get_their_own_ablation_step_and_tta_follows_the_better_watershe
         steps = evaluation.ablation_steps(table, min_area=15, tta=True)
         assert steps[-2].name == "+ watershed on predicted centres"
         assert steps[-1].tta and steps[-1].postprocess["method"] == chosen
-
-
-def test_offsets_get_their_own_ablation_step_and_tta_follows_the_best_method():
-    methods = ("components", "watershed_distance", "watershed_border", "offset_votes")
-    assert set(evaluation.default_grids(True, has_offsets=True)) == set(methods)
-    assert "offset_votes" not in evaluation.default_grids(True, has_centers=True)
-    for votes, chosen in ((0.6, "offset_votes"), (0.4, "watershed_border")):
-        table = _sweep(dict(zip(methods, (0.3, 0.4, 0.5, votes), strict=True)))
-        steps = evaluation.ablation_steps(table, min_area=15, tta=True)
-        assert steps[-2].name == "+ votes of predicted centre offsets"
-        assert steps[-1].tta and steps[-1].postprocess["method"] == chosen

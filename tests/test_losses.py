@@ -91,30 +91,3 @@ def test_pixel_weights_stress_the_weighted_pixels(masks, name):
         return as_numpy(loss(target, np.clip(prediction, 0.05, 0.95)))
 
     assert np.all(value(error_in_weighted) > value(error_elsewhere))
-
-
-def test_offset_errors_count_on_nuclei_only_in_units_of_offset_unit_pixels():
-    from unet_tf.postprocess import OFFSET_RANGE
-
-    nucleus = np.zeros((1, 8, 8, 1), np.float32)
-    nucleus[0, 2:6, 2:6] = 1.0
-    y_true = np.concatenate([nucleus, np.full((1, 8, 8, 2), 0.5, np.float32)], -1)
-    loss = losses.get_loss("bce", offsets=True)
-    base = as_numpy(losses.binary_crossentropy(y_true[..., :1], y_true[..., :1]))
-    assert as_numpy(loss(y_true, y_true)) == pytest.approx(base, abs=1e-6)
-    # Every row offset off by 4 pixels: on the 16 nucleus pixels that is half a unit on one of
-    # the two channels; on the background it does not count.
-    y_pred = y_true.copy()
-    y_pred[..., 1] += 4.0 / (2.0 * OFFSET_RANGE)
-    expected = base + 4.0 / losses.OFFSET_UNIT * 16 / (2 * 16 + 1)
-    assert as_numpy(loss(y_true, y_pred)) == pytest.approx(expected, rel=1e-5)
-
-
-def test_offsets_and_pixel_weights_combine():
-    y_true = np.concatenate(
-        [np.ones((2, 4, 4, 1)), np.full((2, 4, 4, 2), 0.5), np.full((2, 4, 4, 1), 3.0)], -1
-    ).astype(np.float32)
-    y_pred = np.concatenate([np.full((2, 4, 4, 1), 0.6), np.full((2, 4, 4, 2), 0.5)], -1)
-    weighted = losses.get_loss("bce", pixel_weights=True, offsets=True)(y_true, y_pred)
-    plain = losses.binary_crossentropy(y_true[..., :1], y_pred[..., :1])
-    np.testing.assert_allclose(as_numpy(weighted), 3.0 * as_numpy(plain), rtol=1e-5)

@@ -282,10 +282,7 @@ def test_center_target_adds_the_centre_map_to_the_border_targets():
     np.testing.assert_array_equal(targets[..., 2], pipeline.center_distance(labels))
 
 
-@pytest.mark.parametrize(
-    "target, weight",
-    [("border", 5.0), ("center", 0.0), ("center", 5.0), ("offset", 0.0), ("offset", 5.0)],
-)
+@pytest.mark.parametrize("target, weight", [("border", 5.0), ("center", 0.0), ("center", 5.0)])
 def test_a_model_trains_on_each_target_with_and_without_contact_weights(target, weight):
     from unet_tf import keras_metrics, losses, model
 
@@ -299,45 +296,9 @@ def test_a_model_trains_on_each_target_with_and_without_contact_weights(target, 
     net = model.get_model(num_classes=pipeline.target_channels(target), depth=1, base_filters=2)
     net.compile(
         optimizer="adam",
-        loss=losses.get_loss(
-            "bce_dice", pixel_weights=bool(weight), offsets=pipeline.target_offsets(target)
-        ),
+        loss=losses.get_loss("bce_dice", pixel_weights=bool(weight)),
         metrics=[keras_metrics.PixelIoU(channel=0)],
     )
     history = net.fit(dataset, steps_per_epoch=2, epochs=1, verbose=0)
     assert np.isfinite(history.history["loss"][0])
     assert 0.0 <= history.history["pixel_iou"][0] <= 1.0
-
-
-def test_centre_offsets_point_every_nucleus_pixel_at_its_centroid():
-    # Far-apart label values, a disc cut by the crop edge and two touching discs.
-    labels = disc_labels((40, 64), [((20, 14), 8), ((20, 29), 8), ((3, 50), 6)])
-    labels = np.where(labels > 0, labels * 1000 + 7, 0).astype(np.int32)
-    offsets = pipeline.center_offsets(tf.constant(labels)).numpy()
-    assert offsets.shape == (40, 64, 2)
-    assert np.all(offsets[labels == 0] == 0)
-    rows, columns = np.mgrid[:40, :64]
-    for value in np.unique(labels[labels > 0]):
-        inside = labels == value
-        centroid = np.array([rows[inside].mean(), columns[inside].mean()])
-        pointed = np.stack([rows[inside], columns[inside]], -1) + offsets[inside]
-        np.testing.assert_allclose(pointed, np.broadcast_to(centroid, pointed.shape), atol=1e-4)
-
-
-def test_offset_target_encodes_the_offsets_beside_the_border_targets():
-    from unet_tf.postprocess import OFFSET_RANGE, decode_offsets
-
-    labels = tf.constant(disc_labels((32, 48), [((16, 14), 9), ((16, 31), 9)]))
-    targets = pipeline.offset_target(labels).numpy()
-    assert targets.shape == (32, 48, pipeline.target_channels("offset"))
-    assert pipeline.target_offsets("offset") and not pipeline.target_offsets("center")
-    np.testing.assert_array_equal(targets[..., :2], pipeline.border_target(labels))
-    assert targets[..., 2:].min() >= 0.0 and targets[..., 2:].max() <= 1.0
-    np.testing.assert_allclose(
-        decode_offsets(targets[..., 2:]), pipeline.center_offsets(labels), atol=1e-4
-    )
-    # Offsets beyond the encoded range are clipped to it.
-    wide = np.zeros((8, 200), np.int32)
-    wide[:, :190] = 1
-    far = decode_offsets(pipeline.offset_target(tf.constant(wide)).numpy()[..., 2:])
-    assert far[..., 1].max() == pytest.approx(OFFSET_RANGE)

@@ -77,49 +77,6 @@ def test_watershed_on_centres_needs_a_centre_channel():
     assert postprocess.center_watershed(*np.zeros((2, 8, 8), np.float32)).max() == 0
 
 
-def offset_output(labels: np.ndarray) -> np.ndarray:
-    """A perfect output of a model trained on the ``offset`` target, nucleus softened."""
-    import tensorflow as tf
-
-    from unet_tf import pipeline
-
-    output = pipeline.offset_target(tf.constant(labels)).numpy()
-    output[..., 0] = soft(labels > 0)
-    return output
-
-
-@pytest.mark.parametrize("radius", [4, 8, 16])
-def test_offset_votes_split_touching_discs_at_every_size(radius):
-    # Three discs in a row, each overlapping the next by a fifth of its radius.
-    step = 2 * radius - radius // 5
-    shape = (4 * radius, 8 * radius)
-    true = disc_labels(shape, [((2 * radius, 2 * radius + k * step), radius) for k in range(3)])
-    labels = postprocess.to_instances(offset_output(true), "offset_votes", min_area=5)
-    assert labels.max() == 3
-    assert metrics.dsb_score(true, labels) > 0.8
-
-
-def test_offset_votes_give_stray_voters_to_their_neighbours():
-    true = disc_labels(SHAPE, TOUCHING)
-    output = offset_output(true)
-    offsets = postprocess.decode_offsets(output[..., 2:])
-    # A small patch inside the right disc votes for the centre of the left one.
-    offsets[30:33, 55:58] = [0, -25]
-    labels = postprocess.offset_votes(output[..., 0], offsets, min_area=5)
-    assert labels.max() == 2
-    # The left nucleus is one piece, and the patch went to the right one.
-    assert ndimage.label(labels == labels[32, 30])[1] == 1
-    assert labels[31, 56] == labels[32, 50]
-
-
-def test_offset_votes_need_offsets_of_the_image_shape():
-    with pytest.raises(ValueError, match="target='offset'"):
-        postprocess.to_instances(np.zeros((8, 8, 3), np.float32), "offset_votes")
-    with pytest.raises(ValueError, match="offsets must be"):
-        postprocess.offset_votes(np.zeros((8, 8)), np.zeros((8, 9, 2)))
-    assert postprocess.offset_votes(np.zeros((8, 8)), np.zeros((8, 8, 2))).max() == 0
-
-
 def test_separate_discs_stay_whole_and_small_ones_are_dropped():
     true = disc_labels(SHAPE, [((20, 20), 8), ((40, 70), 10), ((55, 10), 1)])
     for labels in (

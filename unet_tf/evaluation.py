@@ -276,13 +276,11 @@ def markdown_table(frame: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
-def default_grids(
-    has_borders: bool, has_centers: bool = False, has_offsets: bool = False
-) -> dict[str, list[dict]]:
+def default_grids(has_borders: bool, has_centers: bool = False) -> dict[str, list[dict]]:
     """The post-processing settings :func:`tune` tries, per method.
 
-    ``watershed_border`` needs a border channel, ``watershed_center`` a centre channel and
-    ``offset_votes`` centre offsets, so each is tried only when the model has it.
+    ``watershed_border`` needs a border channel and ``watershed_center`` a centre channel,
+    so each is tried only when the model has it.
     """
     grids = {
         "components": [{"threshold": t} for t in (0.3, 0.4, 0.5, 0.6, 0.7)],
@@ -299,11 +297,6 @@ def default_grids(
         grids["watershed_center"] = [
             {"threshold": t, "marker_threshold": m}
             for t, m in itertools.product((0.4, 0.5), (0.3, 0.4, 0.5, 0.6, 0.7))
-        ]
-    if has_offsets:
-        grids["offset_votes"] = [
-            {"threshold": t, "vote_threshold": v, "sigma": s}
-            for t, v, s in itertools.product((0.4, 0.5), (1.0, 2.0, 4.0, 8.0, 16.0), (1.0, 2.0))
         ]
     return grids
 
@@ -353,7 +346,7 @@ class Step:
 
 def ablation_steps(table: pd.DataFrame, min_area: int, tta: bool) -> list[Step]:
     """The ablation, each step adding one thing: tuned threshold, watershed, borders,
-    centres or centre offsets (for models that predict them), TTA."""
+    centres (for models that predict them), TTA."""
 
     def tuned(method: str) -> dict:
         return {"method": method, "min_area": min_area, **best_settings(table, method)}
@@ -370,16 +363,12 @@ def ablation_steps(table: pd.DataFrame, min_area: int, tta: bool) -> list[Step]:
     if "watershed_border" in set(table.method):
         steps.append(Step("+ watershed on predicted borders", False, tuned("watershed_border")))
     last = steps[-1]
-    best = table.groupby("method").dsb_score.max()
-    for method, name in (
-        ("watershed_center", "+ watershed on predicted centres"),
-        ("offset_votes", "+ votes of predicted centre offsets"),
-    ):
-        if method in best:
-            steps.append(Step(name, False, tuned(method)))
-            # TTA goes with the best of the methods on predicted channels.
-            if best[method] >= best.get(last.postprocess["method"], -np.inf):
-                last = steps[-1]
+    if "watershed_center" in set(table.method):
+        steps.append(Step("+ watershed on predicted centres", False, tuned("watershed_center")))
+        # TTA goes with the better of the two watersheds on predicted channels.
+        best = table.groupby("method").dsb_score.max()
+        if best["watershed_center"] >= best.get(last.postprocess["method"], -np.inf):
+            last = steps[-1]
     if tta:
         steps.append(Step("+ test-time augmentation (8 flips/rotations)", True, last.postprocess))
     return steps
@@ -506,8 +495,7 @@ def tune(
         seconds["rescaling"] = time.monotonic() - started
     channels = outputs[False, False][0].shape[-1]
     kinds = imaging_types(samples)
-    names = postprocess.channel_names(channels)
-    grids = grids or default_grids("border" in names, "center" in names, "offset_y" in names)
+    grids = grids or default_grids(channels >= 2, channels >= 3)
     table = sweep(samples, outputs[False, False], grids, min_area, kinds)
     steps = ablation_steps(table, min_area, tta)
 

@@ -16,7 +16,7 @@ import numpy as np
 
 from unet_tf import appearance, files
 from unet_tf.model import crop_to_shape, model_channels, model_depth, pad_to_shape
-from unet_tf.postprocess import MIN_AREA, OFFSET_SIGMA, offset_channels, to_instances
+from unet_tf.postprocess import MIN_AREA, to_instances
 
 DIHEDRAL = tuple(range(8))
 
@@ -34,46 +34,6 @@ def inverse_dihedral(array: np.ndarray, transform: int) -> np.ndarray:
     if transform >= 4:
         array = array[:, ::-1]
     return array
-
-
-def dihedral_vectors(transform: int) -> np.ndarray:
-    """The 2x2 matrix that takes a (rows, columns) vector seen in an array transformed by
-    :func:`dihedral` back to the array's own frame.
-
-    Its columns are where one step down and one step right of the transformed array lie in
-    the original, found by transforming a grid of coordinates, so it follows
-    :func:`dihedral` whatever its conventions.
-    """
-    grid = np.stack(np.mgrid[:2, :2], axis=-1).astype(np.float32)
-    moved = dihedral(grid, transform)
-    return np.stack([moved[1, 0] - moved[0, 0], moved[0, 1] - moved[0, 0]], axis=1)
-
-
-def inverse_dihedral_output(prediction: np.ndarray, transform: int) -> np.ndarray:
-    """Undo :func:`dihedral` on a network output: its pixels and, for a model with centre
-    offsets (see :data:`unet_tf.postprocess.CHANNELS`), the direction of the offsets, which
-    turn and flip with the image."""
-    prediction = inverse_dihedral(prediction, transform)
-    where = offset_channels(prediction.shape[-1])
-    if where is None or transform == 0:
-        return prediction
-    prediction = prediction.copy()
-    centred = prediction[..., where] - 0.5
-    prediction[..., where] = 0.5 + centred @ dihedral_vectors(transform).T
-    return prediction
-
-
-def resized_output(output: np.ndarray, shape: tuple[int, int], scale: float) -> np.ndarray:
-    """A network output for an image resampled by ``scale``, brought back to the image's
-    ``shape``: bilinear (:func:`resize`), with centre offsets divided by ``scale`` so that
-    they are in the image's own pixels."""
-    if scale == 1.0:
-        return output
-    output = resize(output, shape)
-    where = offset_channels(output.shape[-1])
-    if where is not None:
-        output[..., where] = 0.5 + (output[..., where] - 0.5) / scale
-    return output
 
 
 def _predict_batch(model, batch: np.ndarray) -> np.ndarray:
@@ -233,7 +193,7 @@ def predict_full(
                 total = np.zeros((*padded.shape[:2], predictions.shape[-1]), np.float32)
                 weights = np.zeros((*padded.shape[:2], 1), np.float32)
             for ((top, left), transform), prediction in zip(chunk, predictions, strict=True):
-                prediction = inverse_dihedral_output(prediction, transform)
+                prediction = inverse_dihedral(prediction, transform)
                 total[top : top + tile_height, left : left + tile_width] += prediction * window
                 weights[top : top + tile_height, left : left + tile_width] += window
     return crop_to_shape(total / weights, shape)
@@ -512,7 +472,7 @@ def predict(model, image: np.ndarray, settings: dict, scale: float | None = None
     output = predict_full(
         model, scaled, tile_size=settings["tile_size"], tta=settings["tta"], stats=stats
     )
-    return resized_output(output, shape, scale), scale
+    return (resize(output, shape) if scale != 1.0 else output), scale
 
 
 def settings_path(model_path: str | Path) -> Path:
@@ -587,14 +547,7 @@ def scaled_postprocess(postprocess: dict, scale: float) -> dict:
     trained on are of that size, so the minimum grows with the shrinking. For enlarged
     images it stays at the tuned value: a smaller minimum lets specks of noise through
     (on the scale check it cost 0.010 at 1x and gained nothing at other scales).
-
-    The smoothing of :func:`unet_tf.postprocess.offset_votes` is tuned at the network's
-    scale and follows the nuclei: ``sigma / scale`` pixels of the image's own, at least half a
-    pixel, keeps the peak of a nucleus's votes as high at every scale.
     """
-    if postprocess.get("method") == "offset_votes" and scale != 1.0:
-        sigma = postprocess.get("sigma", OFFSET_SIGMA)
-        postprocess = {**postprocess, "sigma": max(0.5, sigma / scale)}
     if scale >= 1.0:
         return postprocess
     min_area = postprocess.get("min_area", MIN_AREA)

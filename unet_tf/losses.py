@@ -82,35 +82,6 @@ def pixel_weighted(loss: Callable) -> Callable:
     return weighted_loss
 
 
-# Offset errors are counted in units of this many pixels, about the radius of a nucleus at
-# the training size, so that the offset term weighs about as much as the others.
-OFFSET_UNIT = 8.0
-
-
-def with_offsets(loss: Callable) -> Callable:
-    """Wrap ``loss`` for targets whose last two channels are centre offsets.
-
-    ``loss`` scores the other channels; the offsets (encoded as in
-    ``pipeline.offset_target``) add their mean absolute error in units of
-    :data:`OFFSET_UNIT` pixels over the nucleus pixels (channel 0 of the targets), since an
-    offset means nothing on the background.
-    """
-    from unet_tf.postprocess import OFFSET_RANGE
-
-    def offset_loss(y_true, y_pred, pixel_weights=None):
-        y_true, y_pred = _as_float(y_true, y_pred)
-        base = loss(y_true[..., :-2], y_pred[..., :-2], pixel_weights=pixel_weights)
-        inside = y_true[..., :1]
-        error = ops.abs(y_true[..., -2:] - y_pred[..., -2:]) * (2.0 * OFFSET_RANGE / OFFSET_UNIT)
-        offsets = ops.sum(error * inside, axis=(1, 2, 3)) / (
-            2.0 * ops.sum(inside, axis=(1, 2, 3)) + 1.0
-        )
-        return base + offsets
-
-    offset_loss.__name__ = f"offset_{loss.__name__}"
-    return offset_loss
-
-
 LOSSES: dict[str, Callable] = {
     "bce": binary_crossentropy,
     "dice": dice_loss,
@@ -119,12 +90,11 @@ LOSSES: dict[str, Callable] = {
 }
 
 
-def get_loss(name: str, pixel_weights: bool = False, offsets: bool = False) -> Callable:
+def get_loss(name: str, pixel_weights: bool = False) -> Callable:
     """Return a loss function by name: ``bce``, ``dice``, ``bce_dice`` or ``focal``.
 
     With ``pixel_weights`` the loss expects targets with an extra last channel of weights
-    (see :func:`pixel_weighted`); with ``offsets``, targets that end with two channels of
-    centre offsets (see :func:`with_offsets`), before any weights.
+    (see :func:`pixel_weighted`).
 
     Raises
     ------
@@ -135,6 +105,4 @@ def get_loss(name: str, pixel_weights: bool = False, offsets: bool = False) -> C
         loss = LOSSES[name]
     except KeyError:
         raise ValueError(f"unknown loss {name!r}; choose one of {sorted(LOSSES)}") from None
-    if offsets:
-        loss = with_offsets(loss)
     return pixel_weighted(loss) if pixel_weights else loss

@@ -35,7 +35,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from unet_tf import appearance, config, files, postprocess
+from unet_tf import appearance, config, files
 
 # Border pixels of each tile that tiling tools should discard: a 3x3-convolution U-Net of
 # depth 4 sees far beyond this, but 32 pixels carry most of the context that matters for
@@ -208,13 +208,7 @@ def _documentation(record: dict, settings: dict | None, channel_names: list[str]
         + (
             "`center`: distance to the nucleus's edge divided by the nucleus's largest "
             "(1 at its centre, near 0 where two nuclei meet). "
-            if "center" in channel_names
-            else ""
-        )
-        + (
-            "`offset_y`, `offset_x`: the vector from the pixel to its nucleus's centroid, "
-            f"encoded as 0.5 + pixels / {2 * postprocess.OFFSET_RANGE:g}. "
-            if "offset_y" in channel_names
+            if len(channel_names) > 2
             else ""
         )
         + "Threshold `nucleus` at 0.5 for a mask.",
@@ -327,7 +321,9 @@ def export_package(
     wrapped = packaged_model(net)
     test_in = test_input(net, image, test_size)
     test_out = np.asarray(wrapped.predict_on_batch(test_in), np.float32)
-    channel_names = list(postprocess.channel_names(test_out.shape[-1]))
+    channel_names = ["nucleus", "border", "center"][: test_out.shape[-1]]
+    if len(channel_names) < test_out.shape[-1]:
+        channel_names += [f"channel{i}" for i in range(3, test_out.shape[-1])]
 
     output_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".bioimageio.", dir=output_dir) as scratch:

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 import tensorflow as tf
 
-from unet_tf import appearance, postprocess
+from unet_tf import appearance
 from unet_tf.inference import axis_tiles
 
 AUTOTUNE = tf.data.AUTOTUNE
@@ -113,39 +113,6 @@ def center_target(labels: tf.Tensor, width: int = 2) -> tf.Tensor:
     return tf.concat([border_target(labels, width), center_distance(labels)[..., None]], -1)
 
 
-def center_offsets(labels: tf.Tensor) -> tf.Tensor:
-    """The vector from every nucleus pixel to its nucleus's centroid, shape ``(H, W, 2)``
-    float32 in pixels (rows, columns), 0 on background.
-
-    Every pixel of a nucleus points to the same place, so nuclei that touch are told apart by
-    where their pixels point rather than by a dip between them: the centre offsets of
-    Panoptic-DeepLab (Cheng et al., 2020), a direct form of Cellpose's flows. Centroids are
-    segment means, so the map costs two passes over the crop.
-    """
-    labels = tf.cast(labels, tf.int32)
-    shape = tf.shape(labels)
-    rows, columns = tf.meshgrid(
-        tf.range(shape[0], dtype=tf.float32), tf.range(shape[1], dtype=tf.float32), indexing="ij"
-    )
-    flat = tf.reshape(labels, [-1])
-    segments = tf.reduce_max(labels) + 1
-    offsets = []
-    for coordinate in (rows, columns):
-        mean = tf.math.unsorted_segment_mean(tf.reshape(coordinate, [-1]), flat, segments)
-        offsets.append(tf.gather(mean, labels) - coordinate)
-    return tf.where((labels > 0)[..., None], tf.stack(offsets, axis=-1), 0.0)
-
-
-def offset_target(labels: tf.Tensor, width: int = 2) -> tf.Tensor:
-    """Training targets ``(H, W, 4)``: nucleus, borders (as :func:`border_target`) and the
-    centre offsets of :func:`center_offsets`, encoded for a sigmoid output as
-    ``0.5 + offset / (2 * OFFSET_RANGE)``, clipped to [0, 1] (decoded by
-    :func:`unet_tf.postprocess.decode_offsets`)."""
-    scale = 2.0 * postprocess.OFFSET_RANGE
-    encoded = tf.clip_by_value(0.5 + center_offsets(labels) / scale, 0.0, 1.0)
-    return tf.concat([border_target(labels, width), encoded], -1)
-
-
 def contact_zone(labels: tf.Tensor, distance: int = 3) -> tf.Tensor:
     """Pixels with two different nuclei within ``distance`` pixels, shape ``(H, W)`` bool.
 
@@ -200,21 +167,16 @@ class Target:
     channels : int
         The ``K`` of the targets, which is also the ``num_classes`` of a model that
         predicts them.
-    offsets : bool
-        Whether the last two channels are centre offsets, which the loss regresses on
-        nucleus pixels only (:func:`unet_tf.losses.with_offsets`).
     """
 
     fn: Callable[[tf.Tensor], tf.Tensor]
     channels: int
-    offsets: bool = False
 
 
 TARGETS: dict[str, Target] = {
     "binary": Target(binary_target, channels=1),
     "border": Target(border_target, channels=2),
     "center": Target(center_target, channels=3),
-    "offset": Target(offset_target, channels=4, offsets=True),
 }
 
 
@@ -236,17 +198,6 @@ def get_target_fn(target: str | Callable) -> Callable[[tf.Tensor], tf.Tensor]:
     if callable(target):
         return target
     return _named_target(target).fn
-
-
-def target_offsets(name: str) -> bool:
-    """Whether the named target ends with two channels of centre offsets (see ``TARGETS``).
-
-    Raises
-    ------
-    ValueError
-        If the name is unknown.
-    """
-    return _named_target(name).offsets
 
 
 def target_channels(name: str) -> int:

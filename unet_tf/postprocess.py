@@ -12,10 +12,6 @@ Three routes, compared in the results notebook:
 * :func:`center_watershed`: for models trained on the ``center`` target, markers are where
   the predicted normalised distance to the nucleus edge is high, and nuclei grow from them
   down that map, which dips between touching nuclei however faint the line between them.
-* :func:`offset_votes`: for models trained on the ``offset`` target, every nucleus pixel
-  votes for where it predicts its nucleus's centroid lies; the places that gather votes are
-  the nuclei, and each pixel joins the one it voted for, so touching nuclei split where
-  their pixels point apart even without any line between them.
 
 All fill holes inside objects and drop objects smaller than ``min_area`` pixels
 (:data:`MIN_AREA` by default).
@@ -28,42 +24,6 @@ from skimage.segmentation import watershed
 # Objects smaller than this many pixels are dropped by default. It is the one default of the
 # notebooks, the fallback inference settings and ``predict``, so that they segment alike.
 MIN_AREA = 15
-
-# Centre offsets (the "offset" target) are stored in a sigmoid output as
-# 0.5 + offset / (2 * OFFSET_RANGE): offsets of up to OFFSET_RANGE pixels either way, more
-# than the radius of a nucleus at the training size even when zoomed 2x.
-OFFSET_RANGE = 32.0
-# The default smoothing of the votes of offset_votes, in pixels.
-OFFSET_SIGMA = 1.5
-
-# What each channel of a model's output holds, by the number of channels (the targets of
-# unet_tf.pipeline.TARGETS).
-CHANNELS = {
-    1: ("nucleus",),
-    2: ("nucleus", "border"),
-    3: ("nucleus", "border", "center"),
-    4: ("nucleus", "border", "offset_y", "offset_x"),
-}
-
-
-def channel_names(count: int) -> tuple[str, ...]:
-    """The names of the channels of a model output with ``count`` channels (see
-    :data:`CHANNELS`); unknown layouts get ``channel<i>`` names."""
-    return CHANNELS.get(count, tuple(f"channel{index}" for index in range(count)))
-
-
-def offset_channels(count: int) -> slice | None:
-    """Where the centre offsets are in an output with ``count`` channels, or None."""
-    names = channel_names(count)
-    if "offset_y" not in names:
-        return None
-    return slice(names.index("offset_y"), names.index("offset_x") + 1)
-
-
-def decode_offsets(encoded: np.ndarray) -> np.ndarray:
-    """Centre offsets in pixels from their encoding in a sigmoid output (see
-    :data:`OFFSET_RANGE`)."""
-    return (np.asarray(encoded, np.float32) - 0.5) * (2.0 * OFFSET_RANGE)
 
 
 def relabel_sequential(labels: np.ndarray) -> np.ndarray:
@@ -258,99 +218,6 @@ def center_watershed(
     return _grow(-centers, markers, mask, blobs, min_area)
 
 
-def offset_votes(
-    probabilities: np.ndarray,
-    offsets: np.ndarray,
-    threshold: float = 0.5,
-    vote_threshold: float = 1.0,
-    sigma: float = OFFSET_SIGMA,
-    min_area: int = MIN_AREA,
-) -> np.ndarray:
-    """Instance labels from predicted centre offsets: every nucleus pixel votes for its centre.
-
-    Parameters
-    ----------
-    probabilities : numpy.ndarray
-        ``(height, width)`` nucleus probability.
-    offsets : numpy.ndarray
-        ``(height, width, 2)`` predicted vector, in pixels (rows, columns), from each pixel to
-        the centroid of its nucleus (see ``pipeline.center_offsets`` and
-        :func:`decode_offsets`).
-    threshold : float
-        The mask of nucleus pixels: nucleus probability above it (holes filled).
-    vote_threshold : float
-        A centre is a connected region where the votes, smoothed by a Gaussian of ``sigma``
-        pixels, are above this many per pixel.
-    sigma : float
-        Smoothing of the votes, in pixels.
-    min_area : int
-        Objects smaller than this are dropped.
-
-    Returns
-    -------
-    numpy.ndarray
-        int32 labels 0..N.
-
-    Examples
-    --------
-    Two touching discs, with their true offsets, come out as two nuclei:
-
-    >>> yy, xx = np.mgrid[:20, :30].astype(np.float32)
-    >>> left = np.hypot(yy - 10, xx - 9) <= 6
-    >>> right = (np.hypot(yy - 10, xx - 20) <= 6) & ~left
-    >>> offsets = np.zeros((20, 30, 2), np.float32)
-    >>> for disc, column in ((left, 9), (right, 20)):
-    ...     offsets[disc] = np.stack([10 - yy[disc], column - xx[disc]], axis=-1)
-    >>> nucleus = (left | right).astype(np.float32)
-    >>> int(offset_votes(nucleus, offsets, min_area=5).max())
-    2
-    """
-    probabilities = _check_probabilities(probabilities)
-    offsets = np.asarray(offsets, np.float32)
-    if offsets.shape != (*probabilities.shape, 2):
-        raise ValueError(
-            f"offsets must be (height, width, 2) like the probabilities {probabilities.shape}, "
-            f"got {offsets.shape}"
-        )
-    mask, blobs = _watershed_mask(probabilities, threshold)
-    if not mask.any():
-        return np.zeros(mask.shape, np.int32)
-    height, width = mask.shape
-    rows, columns = np.nonzero(mask)
-    voted_rows = np.clip(np.rint(rows + offsets[rows, columns, 0]), 0, height - 1).astype(np.intp)
-    voted_columns = np.clip(np.rint(columns + offsets[rows, columns, 1]), 0, width - 1)
-    voted = voted_rows * width + voted_columns.astype(np.intp)
-    votes = np.bincount(voted, minlength=height * width).reshape(height, width)
-    density = ndimage.gaussian_filter(votes.astype(np.float32), sigma)
-    centres, _ = ndimage.label(density > vote_threshold)
-    markers = np.zeros(mask.shape, np.int32)
-    markers[rows, columns] = centres.ravel()[voted]
-    # A few pixels that voted for a nucleus far from their own would make it a scattered
-    # object; each nucleus keeps only the largest connected piece of its voters, and the
-    # watershed gives the rest to their neighbours.
-    markers = _largest_pieces(markers)
-    return _grow(-probabilities, markers, mask, blobs, min_area)
-
-
-def _largest_pieces(labels: np.ndarray) -> np.ndarray:
-    """``labels`` with each label cut down to its largest 4-connected piece."""
-    from skimage.measure import label as connected_regions
-
-    pieces = connected_regions(labels, background=0, connectivity=1)
-    if not pieces.any():
-        return labels.astype(np.int32)
-    sizes = np.bincount(pieces.ravel())
-    owner = np.zeros(sizes.size, np.int64)
-    owner[pieces.ravel()] = labels.ravel()
-    # For every label, the piece with the most pixels: sort pieces by (label, size) and take
-    # each label's last.
-    order = np.lexsort((sizes[1:], owner[1:])) + 1
-    last = np.r_[owner[order][1:] != owner[order][:-1], True]
-    keep = np.zeros(sizes.size, bool)
-    keep[order[last]] = True
-    return np.where(keep[pieces], labels, 0).astype(np.int32)
-
-
 def _distance_peaks(distance: np.ndarray, height: float, blobs: np.ndarray) -> np.ndarray:
     """Markers at regional maxima of ``distance`` that stand ``height`` above their surroundings.
 
@@ -373,13 +240,7 @@ def _distance_peaks(distance: np.ndarray, height: float, blobs: np.ndarray) -> n
     return markers
 
 
-METHODS = (
-    "components",
-    "watershed_distance",
-    "watershed_border",
-    "watershed_center",
-    "offset_votes",
-)
+METHODS = ("components", "watershed_distance", "watershed_border", "watershed_center")
 
 
 def to_instances(probabilities: np.ndarray, method: str = "components", **settings) -> np.ndarray:
@@ -387,9 +248,8 @@ def to_instances(probabilities: np.ndarray, method: str = "components", **settin
 
     ``components`` and ``watershed_distance`` use channel 0 (nucleus); ``watershed_border``
     also uses channel 1 (borders) and needs a model trained on the ``border`` target;
-    ``watershed_center`` uses channel 2 (centres) of a model trained on ``center``;
-    ``offset_votes`` uses the centre offsets of a model trained on ``offset`` (see
-    :data:`CHANNELS`). ``settings`` are passed on (``threshold``, ``min_area``, ...).
+    ``watershed_center`` uses channel 2 (centres) of a model trained on ``center``.
+    ``settings`` are passed on (``threshold``, ``min_area``, ...).
 
     Raises
     ------
@@ -407,16 +267,8 @@ def to_instances(probabilities: np.ndarray, method: str = "components", **settin
         if probabilities.shape[-1] < 2:
             raise ValueError("watershed_border needs a border channel (train with target='border')")
         return watershed_instances(probabilities[..., 0], borders=probabilities[..., 1], **settings)
-    names = channel_names(probabilities.shape[-1])
     if method == "watershed_center":
-        if "center" not in names:
+        if probabilities.shape[-1] < 3:
             raise ValueError("watershed_center needs a centre channel (train with target='center')")
-        center = probabilities[..., names.index("center")]
-        return center_watershed(probabilities[..., 0], center, **settings)
-    if method == "offset_votes":
-        where = offset_channels(probabilities.shape[-1])
-        if where is None:
-            raise ValueError("offset_votes needs centre offsets (train with target='offset')")
-        offsets = decode_offsets(probabilities[..., where])
-        return offset_votes(probabilities[..., 0], offsets, **settings)
+        return center_watershed(probabilities[..., 0], probabilities[..., 2], **settings)
     raise ValueError(f"unknown post-processing method {method!r}; choose one of {METHODS}")

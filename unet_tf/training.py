@@ -493,8 +493,7 @@ class TrainingConfig:
         Side of the square training crops at native resolution; a multiple of ``2**depth``.
     target : str
         Training targets: ``"binary"`` (nucleus), ``"border"`` (nucleus + borders) or
-        ``"center"`` (nucleus + borders + normalised distance to the nucleus edge) or
-        ``"offset"`` (nucleus + borders + the vector to the nucleus's centroid).
+        ``"center"`` (nucleus + borders + normalised distance to the nucleus edge).
     loss : str
         ``"bce"``, ``"dice"``, ``"bce_dice"`` or ``"focal"``.
     contact_weight : float
@@ -828,15 +827,11 @@ class TrainingResult:
 
 def compile_model(net: keras.Model, config: TrainingConfig) -> keras.Model:
     """Compile ``net`` as :func:`train` does: Adam, the configured loss, pixel IoU and Dice."""
-    from unet_tf import keras_metrics, losses, pipeline
+    from unet_tf import keras_metrics, losses
 
     net.compile(
         optimizer=keras.optimizers.Adam(config.learning_rate),
-        loss=losses.get_loss(
-            config.loss,
-            pixel_weights=config.contact_weight > 0,
-            offsets=pipeline.target_offsets(config.target),
-        ),
+        loss=losses.get_loss(config.loss, pixel_weights=config.contact_weight > 0),
         metrics=[keras_metrics.PixelIoU(channel=0), keras_metrics.PixelDice(channel=0)],
         jit_compile=config.jit_compile,
     )

@@ -34,11 +34,6 @@ SLIDERS = {
         ("threshold", 0.05, 0.95, 0.05),
         ("marker_threshold", 0.05, 0.95, 0.05),
     ],
-    "offset_votes": [
-        ("threshold", 0.05, 0.95, 0.05),
-        ("vote_threshold", 0.25, 8.0, 0.25),
-        ("sigma", 0.5, 4.0, 0.5),
-    ],
 }
 
 
