@@ -247,7 +247,7 @@ def test_center_distance_of_a_square_counts_rings_inwards():
 def test_center_distance_peaks_at_one_in_every_nucleus_and_dips_where_they_touch(radius):
     # Two touching discs of any size, with label values far apart, beside a lone small one.
     width = 5 * radius + 10
-    labels = disc_labels((2 * radius + 10, width), [((radius + 5, radius + 5), radius)] * 1)
+    labels = disc_labels((2 * radius + 10, width), [((radius + 5, radius + 5), radius)])
     right = disc_labels(labels.shape, [((radius + 5, 3 * radius + 4), radius)])
     labels = np.where(right > 0, 900, labels)
     labels[1:4, width - 4 : width - 1] = 2

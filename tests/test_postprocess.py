@@ -64,7 +64,7 @@ def test_watershed_on_centres_splits_touching_discs():
 
 
 def test_watershed_on_centres_keeps_a_small_nucleus_beside_a_large_one():
-    # A nucleus of radius 3 touching one of radius 14: its centre is a few pixels only.
+    # A nucleus of radius 4 touching one of radius 14: its centre is a few pixels only.
     true = disc_labels(SHAPE, [((32, 30), 14), ((32, 47), 4)])
     labels = postprocess.center_watershed(soft(true > 0), centre_map(true), min_area=10)
     assert labels.max() == 2
