@@ -49,8 +49,9 @@ def _sweep(scores: dict) -> pd.DataFrame:
 
 def test_centres_get_their_own_ablation_step_and_tta_follows_the_better_watershed():
     methods = ("components", "watershed_distance", "watershed_border", "watershed_center")
-    assert set(evaluation.default_grids(True, has_centers=True)) == set(methods)
-    assert "watershed_center" not in evaluation.default_grids(True)
+    assert tuple(evaluation.default_grids(3)) == methods
+    assert "watershed_center" not in evaluation.default_grids(2)
+    assert tuple(evaluation.default_grids(1)) == methods[:2]
     for center, chosen in ((0.6, "watershed_center"), (0.4, "watershed_border")):
         table = _sweep(dict(zip(methods, (0.3, 0.4, 0.5, center), strict=True)))
         steps = evaluation.ablation_steps(table, min_area=15, tta=True)

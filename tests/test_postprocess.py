@@ -125,3 +125,34 @@ def test_distance_peaks_blob_by_blob_equal_the_whole_image_h_maxima(seed):
     whole = distance - reconstruction(np.maximum(distance - 2.0, 0), distance, method="dilation")
     np.testing.assert_array_equal(markers > 0, whole > 1e-6)
     assert markers.max() >= 2
+
+
+@pytest.mark.parametrize(
+    ("count", "names", "separation"),
+    [
+        (1, ["nucleus"], None),
+        (2, ["nucleus", "border"], "watershed_border"),
+        (3, ["nucleus", "border", "center"], "watershed_center"),
+        (4, ["nucleus", "border", "center", "channel3"], "watershed_center"),
+    ],
+)
+def test_channel_table_names_channels_and_the_methods_that_read_them(count, names, separation):
+    assert postprocess.channel_names(count) == names
+    assert postprocess.separation_method(count) == separation
+    methods = postprocess.methods_for(count)
+    assert {postprocess.METHOD_CHANNELS[method] for method in methods} <= set(names)
+    probabilities = np.zeros((*SHAPE, count), np.float32)
+    probabilities[..., 0] = soft(disc_labels(SHAPE, TOUCHING) > 0)
+    for method in postprocess.METHODS:
+        if method in methods:
+            assert postprocess.to_instances(probabilities, method).max() >= 1
+        else:
+            with pytest.raises(ValueError, match=f"target='{postprocess.METHOD_CHANNELS[method]}'"):
+                postprocess.to_instances(probabilities, method)
+
+
+def test_channel_table_rejects_an_output_without_channels_and_unknown_methods():
+    with pytest.raises(ValueError, match="at least one channel"):
+        postprocess.channel_names(0)
+    with pytest.raises(ValueError, match="unknown post-processing method 'votes'"):
+        postprocess.to_instances(np.zeros(SHAPE, np.float32), "votes")

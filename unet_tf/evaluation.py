@@ -276,29 +276,28 @@ def markdown_table(frame: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
-def default_grids(has_borders: bool, has_centers: bool = False) -> dict[str, list[dict]]:
+def default_grids(num_channels: int = 1) -> dict[str, list[dict]]:
     """The post-processing settings :func:`tune` tries, per method.
 
-    ``watershed_border`` needs a border channel and ``watershed_center`` a centre channel,
-    so each is tried only when the model has it.
+    Only the methods an output with ``num_channels`` channels can use are tried
+    (:func:`unet_tf.postprocess.methods_for`): ``watershed_border`` needs the border channel
+    and ``watershed_center`` the centre channel.
     """
     grids = {
         "components": [{"threshold": t} for t in (0.3, 0.4, 0.5, 0.6, 0.7)],
         "watershed_distance": [
             {"threshold": t, "min_distance": d} for t in (0.4, 0.5) for d in (1.0, 2.0, 4.0)
         ],
-    }
-    if has_borders:
-        grids["watershed_border"] = [
+        "watershed_border": [
             {"threshold": t, "marker_threshold": m, "border_threshold": b}
             for t, m, b in itertools.product((0.4, 0.5), (0.5, 0.7, 0.85), (0.2, 0.35, 0.5))
-        ]
-    if has_centers:
-        grids["watershed_center"] = [
+        ],
+        "watershed_center": [
             {"threshold": t, "marker_threshold": m}
             for t, m in itertools.product((0.4, 0.5), (0.3, 0.4, 0.5, 0.6, 0.7))
-        ]
-    return grids
+        ],
+    }
+    return {method: grids[method] for method in postprocess.methods_for(num_channels)}
 
 
 def sweep(
@@ -495,7 +494,7 @@ def tune(
         seconds["rescaling"] = time.monotonic() - started
     channels = outputs[False, False][0].shape[-1]
     kinds = imaging_types(samples)
-    grids = grids or default_grids(channels >= 2, channels >= 3)
+    grids = grids or default_grids(channels)
     table = sweep(samples, outputs[False, False], grids, min_area, kinds)
     steps = ablation_steps(table, min_area, tta)
 

@@ -35,7 +35,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from unet_tf import appearance, config, files
+from unet_tf import appearance, config, files, postprocess
 
 # Border pixels of each tile that tiling tools should discard: a 3x3-convolution U-Net of
 # depth 4 sees far beyond this, but 32 pixels carry most of the context that matters for
@@ -202,13 +202,13 @@ def _documentation(record: dict, settings: dict | None, channel_names: list[str]
         "- `nucleus`: pixel inside a nucleus. "
         + (
             "`border`: pixel on a nucleus outline or between touching nuclei. "
-            if len(channel_names) > 1
+            if "border" in channel_names
             else ""
         )
         + (
             "`center`: distance to the nucleus's edge divided by the nucleus's largest "
             "(1 at its centre, near 0 where two nuclei meet). "
-            if len(channel_names) > 2
+            if "center" in channel_names
             else ""
         )
         + "Threshold `nucleus` at 0.5 for a mask.",
@@ -321,9 +321,7 @@ def export_package(
     wrapped = packaged_model(net)
     test_in = test_input(net, image, test_size)
     test_out = np.asarray(wrapped.predict_on_batch(test_in), np.float32)
-    channel_names = ["nucleus", "border", "center"][: test_out.shape[-1]]
-    if len(channel_names) < test_out.shape[-1]:
-        channel_names += [f"channel{i}" for i in range(3, test_out.shape[-1])]
+    channel_names = postprocess.channel_names(test_out.shape[-1])
 
     output_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".bioimageio.", dir=output_dir) as scratch:

@@ -240,16 +240,57 @@ def _distance_peaks(distance: np.ndarray, height: float, blobs: np.ndarray) -> n
     return markers
 
 
-METHODS = ("components", "watershed_distance", "watershed_border", "watershed_center")
+# The channels of a model's output, in order. Each training target adds the next one (see
+# ``unet_tf.pipeline.TARGETS``): ``binary`` gives the first, ``border`` the first two and
+# ``center`` all three. Every place that reads channels by position reads this table.
+CHANNEL_NAMES = ("nucleus", "border", "center")
+
+# The last channel each method reads; the output needs every channel up to that one.
+METHOD_CHANNELS = {
+    "components": "nucleus",
+    "watershed_distance": "nucleus",
+    "watershed_border": "border",
+    "watershed_center": "center",
+}
+METHODS = tuple(METHOD_CHANNELS)
+
+
+def channel_names(count: int) -> list[str]:
+    """The names of an output's ``count`` channels, in order (see :data:`CHANNEL_NAMES`).
+
+    Channels past the known ones are named ``channel<i>``.
+    """
+    if count < 1:
+        raise ValueError(f"an output has at least one channel, got {count}")
+    known = list(CHANNEL_NAMES[:count])
+    return known + [f"channel{index}" for index in range(len(known), count)]
+
+
+def methods_for(count: int) -> tuple[str, ...]:
+    """The methods of :data:`METHODS` that an output with ``count`` channels can use."""
+    present = set(channel_names(count))
+    return tuple(method for method, channel in METHOD_CHANNELS.items() if channel in present)
+
+
+def separation_method(count: int) -> str | None:
+    """The watershed on the last separation channel of an output with ``count`` channels.
+
+    That is the method an untuned model is post-processed with: ``watershed_center`` for a
+    model trained on ``center``, ``watershed_border`` for ``border``, and None for a
+    nucleus-only model, which has no channel that separates touching nuclei.
+    """
+    separating = [method for method in methods_for(count) if METHOD_CHANNELS[method] != "nucleus"]
+    return separating[-1] if separating else None
 
 
 def to_instances(probabilities: np.ndarray, method: str = "components", **settings) -> np.ndarray:
     """Instance labels from a model's ``(height, width, channels)`` output by a named method.
 
-    ``components`` and ``watershed_distance`` use channel 0 (nucleus); ``watershed_border``
-    also uses channel 1 (borders) and needs a model trained on the ``border`` target;
-    ``watershed_center`` uses channel 2 (centres) of a model trained on ``center``.
-    ``settings`` are passed on (``threshold``, ``min_area``, ...).
+    ``components`` and ``watershed_distance`` use the nucleus channel; ``watershed_border``
+    also uses the border channel and needs a model trained on the ``border`` target;
+    ``watershed_center`` uses the centre channel of a model trained on ``center`` (the
+    channels are in the order of :data:`CHANNEL_NAMES`). ``settings`` are passed on
+    (``threshold``, ``min_area``, ...).
 
     Raises
     ------
@@ -259,16 +300,18 @@ def to_instances(probabilities: np.ndarray, method: str = "components", **settin
     probabilities = np.asarray(probabilities)
     if probabilities.ndim == 2:
         probabilities = probabilities[..., None]
+    if method not in METHOD_CHANNELS:
+        raise ValueError(f"unknown post-processing method {method!r}; choose one of {METHODS}")
+    if method not in methods_for(probabilities.shape[-1]):
+        # The channel names are the names of the targets that add them.
+        channel = METHOD_CHANNELS[method]
+        raise ValueError(f"{method} needs a {channel} channel (train with target='{channel}')")
+    names = channel_names(probabilities.shape[-1])
+    channel = dict(zip(names, np.moveaxis(probabilities, -1, 0), strict=True))
     if method == "components":
-        return connected_components(probabilities[..., 0], **settings)
+        return connected_components(channel["nucleus"], **settings)
     if method == "watershed_distance":
-        return watershed_instances(probabilities[..., 0], **settings)
+        return watershed_instances(channel["nucleus"], **settings)
     if method == "watershed_border":
-        if probabilities.shape[-1] < 2:
-            raise ValueError("watershed_border needs a border channel (train with target='border')")
-        return watershed_instances(probabilities[..., 0], borders=probabilities[..., 1], **settings)
-    if method == "watershed_center":
-        if probabilities.shape[-1] < 3:
-            raise ValueError("watershed_center needs a centre channel (train with target='center')")
-        return center_watershed(probabilities[..., 0], probabilities[..., 2], **settings)
-    raise ValueError(f"unknown post-processing method {method!r}; choose one of {METHODS}")
+        return watershed_instances(channel["nucleus"], borders=channel["border"], **settings)
+    return center_watershed(channel["nucleus"], channel["center"], **settings)

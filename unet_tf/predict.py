@@ -320,9 +320,9 @@ def load_model_and_settings(model_path: Path) -> tuple[object, dict, bool]:
         if record:
             diameter = record.get("nucleus_diameter")
             settings.update(rescale=bool(diameter), nucleus_diameter=diameter)
-        if net.output_shape[-1] >= 2:
+        method = postprocess.separation_method(net.output_shape[-1])
+        if method:
             # The untuned defaults of the watershed on the model's own separation channel.
-            method = "watershed_center" if net.output_shape[-1] >= 3 else "watershed_border"
             settings["postprocess"] = {"method": method, "min_area": postprocess.MIN_AREA}
         return net, settings, False
 
