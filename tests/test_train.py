@@ -5,6 +5,7 @@ import json
 from dataclasses import asdict, fields, replace
 
 import nbformat
+import numpy as np
 import pytest
 from conftest import TINY_TRAINING
 
@@ -31,6 +32,7 @@ TINY = {**TINY_TRAINING, "jit_compile": False}
         ({"jit_compile": 1}, "jit_compile must be bool"),
         ({"deformation": "twist"}, "unknown deformation 'twist'"),
         ({"model_name": "../x"}, "model_name"),
+        ({"weight_averaging": 1.5}, "weight_averaging must be in"),
     ],
 )
 def test_a_bad_parameter_is_refused_by_name_when_the_config_is_made(change, message):
@@ -171,3 +173,20 @@ def test_command_line_mistakes_end_in_one_line(tmp_path, capsys):
     with pytest.raises(SystemExit):
         cli(["train", "--epochs", "many"])
     assert "invalid int value" in capsys.readouterr().err
+
+
+def test_weight_averaging_saves_the_mean_model_and_records_its_scores(disc_folder, tmp_path):
+    root, ids = disc_folder
+    settings = training.TrainingConfig(**TINY, weight_averaging=1.0)
+    result = training.train(settings, root, ids, tmp_path / "models", verbose=0)
+    record = training.read_run_record(result.paths["record"])
+    # Both epochs end inside the averaged tail (all of the budget).
+    assert record["averaged_epochs"] == 2
+    assert set(record["averaged_validation"]) >= {"val_loss", "val_pixel_iou"}
+    saved = training.load_model(result.paths["model"])
+    for got, expected in zip(saved.get_weights(), result.model.get_weights(), strict=True):
+        np.testing.assert_allclose(got, expected, rtol=1e-6)
+    plain = training.train(
+        replace(settings, weight_averaging=0.0), root, ids, tmp_path / "plain", verbose=0
+    )
+    assert training.read_run_record(plain.paths["record"])["averaged_epochs"] == 0

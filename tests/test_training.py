@@ -167,3 +167,61 @@ def test_best_model_checkpoint_saves_only_improvements_atomically(tmp_path, monk
         assert len(saves) == 1 and best.best == lower, worse
     assert epoch(lower / 2) != improved and len(saves) == 2
     assert sorted(p.name for p in tmp_path.iterdir()) == ["best.keras"]
+
+
+class _WeightsPerEpoch(keras.callbacks.Callback):
+    """Records the weights at the end of every epoch (put it before the averager)."""
+
+    def __init__(self):
+        super().__init__()
+        self.weights = []
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.weights.append(self.model.get_weights())
+
+
+def test_weight_average_is_the_mean_of_the_tail_epochs_and_survives_a_resume(tmp_path):
+    images, targets = tiny_data()
+    fit = {"batch_size": 2, "shuffle": False, "verbose": 0}
+    # A budget of 4 epochs (and minutes enough): the last half is epochs 2 to 4.
+    recorder = _WeightsPerEpoch()
+    straight = tiny_compiled_model()
+    average = training.WeightAverage(0.5, minutes=1e6, epochs=4)
+    straight.fit(images, targets, epochs=4, callbacks=[recorder, average], **fit)
+    assert average.count == 3
+    last = straight.get_weights()
+    assert average.apply() == 3
+    for index, got in enumerate(straight.get_weights()):
+        expected = np.mean([epoch[index] for epoch in recorder.weights[1:]], axis=0)
+        np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-7)
+    assert any(not np.allclose(a, b) for a, b in zip(straight.get_weights(), last, strict=True))
+
+    # Interrupted after epoch 3 and resumed, the average holds the same epochs.
+    first = tiny_compiled_model()
+    average = training.WeightAverage(0.5, minutes=1e6, epochs=4)
+    checkpoint = training.EpochCheckpoint(tmp_path / "resume", [average])
+    first.fit(images, targets, epochs=3, callbacks=[average, checkpoint], **fit)
+    state = training.latest_checkpoint(tmp_path / "resume")
+    assert state["callbacks"]["WeightAverage"] == {"count": 2}
+    resumed = tiny_compiled_model()
+    training.restore_checkpoint(resumed, tmp_path / "resume", state)
+    average = training.WeightAverage(0.5, minutes=1e6, epochs=4)
+    checkpoint = training.EpochCheckpoint(tmp_path / "resume", [average], state=state)
+    resumed.fit(images, targets, epochs=4, initial_epoch=3, callbacks=[average, checkpoint], **fit)
+    assert average.apply() == 3
+    for got, expected in zip(resumed.get_weights(), straight.get_weights(), strict=True):
+        np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_weight_average_of_one_epoch_leaves_the_model_alone():
+    images, targets = tiny_data()
+    net = tiny_compiled_model()
+    # Of a budget of 4 epochs the last fifth holds only the fourth.
+    average = training.WeightAverage(0.2, minutes=1e6, epochs=4)
+    net.fit(images, targets, epochs=4, batch_size=2, verbose=0, callbacks=[average])
+    before = net.get_weights()
+    assert average.count == 1 and average.apply() == 0
+    for got, expected in zip(net.get_weights(), before, strict=True):
+        np.testing.assert_array_equal(got, expected)
+    with pytest.raises(ValueError, match="tail"):
+        training.WeightAverage(0.0, minutes=10, epochs=4)

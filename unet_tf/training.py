@@ -160,12 +160,77 @@ class BestModelCheckpoint(keras.callbacks.Callback):
             save_model(self.model, self.path)
 
 
+class WeightAverage(keras.callbacks.Callback):
+    """Average the weights of the epochs that end in the last ``tail`` of the budget.
+
+    Stochastic weight averaging (Izmailov et al., 2018) over the tail of the learning-rate
+    schedule: the mean of the weights the optimizer visits late in training can lie in a
+    flatter part of the loss than any one of them. The budget is ``minutes`` of training or
+    ``epochs``, whichever is further along (a resumed run counts what it continues, as
+    :class:`TimeLimit` does). The batch-normalisation statistics are averaged with the
+    weights. :meth:`apply` puts the mean into the model at the end.
+    """
+
+    def __init__(self, tail: float, minutes: float, epochs: int, spent_minutes: float = 0.0):
+        super().__init__()
+        if not 0.0 < tail <= 1.0 or minutes <= 0 or epochs < 1:
+            raise ValueError(
+                f"the averaged tail must be in (0, 1] of a positive budget, got {tail!r} of "
+                f"{minutes!r} minutes and {epochs!r} epochs"
+            )
+        self.tail, self.minutes, self.epochs = tail, minutes, epochs
+        self.spent_seconds = 60 * spent_minutes
+        self.started = None
+        # The number of epochs averaged so far and their mean (float64, so that a long tail
+        # does not lose precision); a resumed run restores both.
+        self.count = 0
+        self.mean: list[np.ndarray] | None = None
+
+    def on_train_begin(self, logs=None):
+        self.started = time.monotonic()
+
+    def fraction(self, epochs_done: int) -> float:
+        """The fraction of the budget spent when ``epochs_done`` epochs are complete."""
+        elapsed = self.spent_seconds + time.monotonic() - self.started
+        return max(elapsed / (60 * self.minutes), epochs_done / self.epochs)
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.fraction(epoch + 1) < 1.0 - self.tail:
+            return
+        weights = self.model.get_weights()
+        self.count += 1
+        if self.mean is None:
+            self.mean = [np.asarray(w, np.float64) for w in weights]
+            return
+        for mean, weight in zip(self.mean, weights, strict=True):
+            mean += (np.asarray(weight, np.float64) - mean) / self.count
+
+    def apply(self) -> int:
+        """Set the model's weights to the mean; return how many epochs it holds.
+
+        A mean of fewer than two epochs is no average (and the weights ``EarlyStopping``
+        restored may be better): then the model is left as it is and 0 is returned.
+        Integer state (random seeds) keeps its last value.
+        """
+        if self.count < 2:
+            return 0
+        current = self.model.get_weights()
+        self.model.set_weights(
+            [
+                mean.astype(weight.dtype) if np.issubdtype(weight.dtype, np.floating) else weight
+                for mean, weight in zip(self.mean, current, strict=True)
+            ]
+        )
+        return self.count
+
+
 # State that Keras callbacks keep between epochs and reset in on_train_begin; a resumed
 # run puts it back after that reset.
 _CALLBACK_STATE = {
     "EarlyStopping": ("wait", "best", "best_epoch", "stopped_epoch"),
     "ReduceLROnPlateau": ("wait", "best", "cooldown_counter"),
     "BestModelCheckpoint": ("best",),
+    "WeightAverage": ("count",),
 }
 
 
@@ -181,8 +246,9 @@ class EpochCheckpoint(keras.callbacks.Callback):
 
     A checkpoint is a folder ``epoch-NNNN`` inside ``directory`` holding the model weights,
     the optimizer's variables (step count, learning rate, moment estimates), the best weights
-    kept by ``EarlyStopping``, and ``state.json``: the epochs completed, the history so far,
-    the state of the other callbacks, the training minutes spent and the seed. The file
+    kept by ``EarlyStopping``, the running mean of :class:`WeightAverage`, and
+    ``state.json``: the epochs completed, the history so far, the state of the other
+    callbacks, the training minutes spent and the seed. The file
     ``latest`` names the newest complete checkpoint and is replaced atomically, so a run
     killed at any moment leaves the previous checkpoint or the new one, never a torn one.
     Older checkpoints are deleted once the new one is in place.
@@ -223,6 +289,9 @@ class EpochCheckpoint(keras.callbacks.Callback):
                 best = self.directory / self.resume_state["checkpoint"] / "best_weights.npz"
                 if best.is_file():
                     callback.best_weights = _load_arrays(best)
+            if isinstance(callback, WeightAverage):
+                mean = self.directory / self.resume_state["checkpoint"] / "weight_mean.npz"
+                callback.mean = _load_arrays(mean) if mean.is_file() else None
 
     def on_epoch_end(self, epoch, logs=None):
         logs = {key: float(value) for key, value in (logs or {}).items()}
@@ -260,6 +329,8 @@ class EpochCheckpoint(keras.callbacks.Callback):
                 best = getattr(callback, "best_weights", None)
                 if isinstance(callback, keras.callbacks.EarlyStopping) and best is not None:
                     _save_arrays(staging / "best_weights.npz", best)
+                if isinstance(callback, WeightAverage) and callback.mean is not None:
+                    _save_arrays(staging / "weight_mean.npz", callback.mean)
             write_json(staging / "state.json", state)
             final = self.directory / name
             if final.exists():
@@ -551,6 +622,10 @@ class TrainingConfig:
     schedule : str
         ``"plateau"`` (halve the learning rate when the validation loss stalls) or
         ``"cosine"`` (warm-up, then cosine decay planned to end with the time budget).
+    weight_averaging : float
+        Save the mean of the weights of the epochs that end in this last fraction of the
+        budget instead of the last epoch's (stochastic weight averaging, see
+        :class:`WeightAverage`); 0 off, up to 1.
     dataset : str
         What to train on: ``"dsb2018"``, ``"lung_ct"`` or a folder with ``images/`` and
         ``masks/`` (see :mod:`unet_tf.datasets`).
@@ -606,6 +681,7 @@ class TrainingConfig:
     balance: float = 0.5
     balance_by: str = "source"
     schedule: str = "cosine"
+    weight_averaging: float = 0.0
     dataset: str = "dsb2018"
     task: str = "instances"
     window_min: float = 0.0
@@ -654,7 +730,13 @@ class TrainingConfig:
         pipeline.target_channels(self.target)
         if not 0.0 <= self.balance <= 1.0:
             raise ValueError(f"balance must be in [0, 1], got {self.balance}")
-        for name in ("colour_augmentation", "tissue_augmentation", "resolution_augmentation"):
+        names = (
+            "colour_augmentation",
+            "tissue_augmentation",
+            "resolution_augmentation",
+            "weight_averaging",
+        )
+        for name in names:
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
         self.augmentation()  # Checks max_scale.
@@ -910,7 +992,8 @@ class BudgetSchedule(keras.callbacks.Callback):
 def training_callbacks(
     config: TrainingConfig, best_path: Path, spent_minutes: float = 0.0, spent_epochs: int = 0
 ) -> list[keras.callbacks.Callback]:
-    """Early stopping (best weights restored), best-model checkpoint, and the schedule."""
+    """Early stopping (best weights restored), best-model checkpoint, the schedule, and the
+    weight average where ``config.weight_averaging`` asks for one."""
     if config.schedule == "cosine":
         schedule = BudgetSchedule(
             config.learning_rate,
@@ -923,13 +1006,18 @@ def training_callbacks(
         schedule = keras.callbacks.ReduceLROnPlateau(
             monitor="val_loss", factor=0.5, patience=max(2, config.patience // 3), min_lr=1e-5
         )
-    return [
+    tracked = [
         keras.callbacks.EarlyStopping(
             monitor="val_loss", patience=config.patience, restore_best_weights=True
         ),
         BestModelCheckpoint(best_path),
         schedule,
     ]
+    if config.weight_averaging:
+        tracked.append(
+            WeightAverage(config.weight_averaging, config.max_minutes, config.epochs, spent_minutes)
+        )
+    return tracked
 
 
 def _resume_state(config: TrainingConfig, resume_dir: Path, resume: bool) -> dict | None:
@@ -1208,6 +1296,13 @@ def train(
         )
     history = pd.DataFrame(checkpoint.history)
     best_epoch = int(history.val_loss.idxmin()) + 1
+    averager = next((c for c in tracked if isinstance(c, WeightAverage)), None)
+    averaged_epochs = averager.apply() if averager else 0
+    averaged_validation = {}
+    if averaged_epochs:
+        # The saved model is the average, so its own validation scores go into the record.
+        scores = net.evaluate(validation_dataset, verbose=0, return_dict=True)
+        averaged_validation = {f"val_{key}": float(value) for key, value in scores.items()}
     if precision != "float32":
         net = float32_copy(net, config)
     result = TrainingResult(
@@ -1242,6 +1337,9 @@ def train(
         excluded_ids=sorted(exclude_ids),
         # The median nucleus size trained on: inference rescales images towards it.
         nucleus_diameter=diameter,
+        # The epochs whose weights the saved model averages (0: the last epoch's own).
+        averaged_epochs=averaged_epochs,
+        averaged_validation=averaged_validation,
         # What precision="auto" chose on this machine.
         precision_used=precision,
         jit_compile_used=jit_compile,
