@@ -175,10 +175,13 @@ def test_command_line_mistakes_end_in_one_line(tmp_path, capsys):
     assert "invalid int value" in capsys.readouterr().err
 
 
-def test_weight_averaging_saves_the_mean_model_and_records_its_scores(disc_folder, tmp_path):
+def test_weight_averaging_saves_the_mean_model_and_records_its_scores(
+    disc_folder, tmp_path, capsys
+):
     root, ids = disc_folder
     settings = training.TrainingConfig(**TINY, weight_averaging=1.0)
-    result = training.train(settings, root, ids, tmp_path / "models", verbose=0)
+    result = training.train(settings, root, ids, tmp_path / "models", verbose=2)
+    assert "saved the mean of the last 2 epochs as unet.keras" in capsys.readouterr().out
     record = training.read_run_record(result.paths["record"])
     # Both epochs end inside the averaged tail (all of the budget).
     assert record["averaged_epochs"] == 2

@@ -1347,9 +1347,16 @@ def train(
     # The run is complete and saved, so its resume checkpoint is no longer needed.
     shutil.rmtree(files["resume"], ignore_errors=True)
     if verbose:
+        if averaged_epochs:
+            saved = f"saved the mean of the last {averaged_epochs} epochs"
+        elif config.weight_averaging:
+            # Said aloud, since the user asked for an average and gets the last epoch.
+            saved = "fewer than 2 epochs ended in the averaged tail, so saved the last one"
+        else:
+            saved = "saved"
         print(
             f"{result.epochs_trained} epochs in {result.training_minutes:.1f} min; best "
-            f"validation loss in epoch {best_epoch}; saved {files['model'].name}",
+            f"validation loss in epoch {best_epoch}; {saved} as {files['model'].name}",
             flush=True,
         )
     return result
