@@ -24,7 +24,24 @@ from unet_tf.datasets import TASKS
 from unet_tf.files import atomic_path, set_usual_permissions, write_json
 
 
-class TimeLimit(keras.callbacks.Callback):
+class BudgetClock(keras.callbacks.Callback):
+    """The training time a callback measures its budget with: the seconds since training
+    began, plus ``spent_minutes`` of the interrupted runs a resumed run continues."""
+
+    def __init__(self, spent_minutes: float = 0.0):
+        super().__init__()
+        self.spent_seconds = 60 * spent_minutes
+        self.started = None
+
+    def on_train_begin(self, logs=None):
+        self.started = time.monotonic()
+
+    def elapsed_seconds(self) -> float:
+        """Seconds of training so far, those of the runs this one continues included."""
+        return self.spent_seconds + time.monotonic() - self.started
+
+
+class TimeLimit(BudgetClock):
     """Stop training at the end of the first epoch that ends after ``minutes`` of training.
 
     Long runs on a CPU are bounded by wall time rather than by an epoch count; with
@@ -33,20 +50,15 @@ class TimeLimit(keras.callbacks.Callback):
     """
 
     def __init__(self, minutes: float, spent_minutes: float = 0.0):
-        super().__init__()
+        # A resumed run counts the minutes and epochs of the run it continues.
+        super().__init__(spent_minutes)
         if minutes <= 0:
             raise ValueError(f"the time limit must be positive, got {minutes!r} minutes")
         self.minutes = minutes
-        # A resumed run counts the minutes and epochs of the run it continues.
-        self.spent_seconds = 60 * spent_minutes
         self.stopped_by_time = False
-        self.started = None
-
-    def on_train_begin(self, logs=None):
-        self.started = time.monotonic()
 
     def on_epoch_end(self, epoch, logs=None):
-        elapsed = self.spent_seconds + time.monotonic() - self.started
+        elapsed = self.elapsed_seconds()
         # Stop if another epoch of the mean length would run past the limit.
         per_epoch = elapsed / max(1, epoch + 1)
         if elapsed + per_epoch > self.minutes * 60:
@@ -160,7 +172,7 @@ class BestModelCheckpoint(keras.callbacks.Callback):
             save_model(self.model, self.path)
 
 
-class WeightAverage(keras.callbacks.Callback):
+class WeightAverage(BudgetClock):
     """Average the weights of the epochs that end in the last ``tail`` of the budget.
 
     Stochastic weight averaging (Izmailov et al., 2018) over the tail of the learning-rate
@@ -172,27 +184,21 @@ class WeightAverage(keras.callbacks.Callback):
     """
 
     def __init__(self, tail: float, minutes: float, epochs: int, spent_minutes: float = 0.0):
-        super().__init__()
+        super().__init__(spent_minutes)
         if not 0.0 < tail <= 1.0 or minutes <= 0 or epochs < 1:
             raise ValueError(
                 f"the averaged tail must be in (0, 1] of a positive budget, got {tail!r} of "
                 f"{minutes!r} minutes and {epochs!r} epochs"
             )
         self.tail, self.minutes, self.epochs = tail, minutes, epochs
-        self.spent_seconds = 60 * spent_minutes
-        self.started = None
         # The number of epochs averaged so far and their mean (float64, so that a long tail
         # does not lose precision); a resumed run restores both.
         self.count = 0
         self.mean: list[np.ndarray] | None = None
 
-    def on_train_begin(self, logs=None):
-        self.started = time.monotonic()
-
     def fraction(self, epochs_done: int) -> float:
         """The fraction of the budget spent when ``epochs_done`` epochs are complete."""
-        elapsed = self.spent_seconds + time.monotonic() - self.started
-        return max(elapsed / (60 * self.minutes), epochs_done / self.epochs)
+        return max(self.elapsed_seconds() / (60 * self.minutes), epochs_done / self.epochs)
 
     def on_epoch_end(self, epoch, logs=None):
         if self.fraction(epoch + 1) < 1.0 - self.tail:
@@ -938,7 +944,7 @@ def build_model(config: TrainingConfig) -> keras.Model:
     return compile_model(net, config)
 
 
-class BudgetSchedule(keras.callbacks.Callback):
+class BudgetSchedule(BudgetClock):
     """Learning rate planned on the budget: warm-up, then cosine decay to its end.
 
     A CPU run is bounded by minutes rather than epochs, so the schedule follows the fraction
@@ -959,13 +965,12 @@ class BudgetSchedule(keras.callbacks.Callback):
         steps: int | None = None,
         spent_steps: int = 0,
     ):
-        super().__init__()
+        super().__init__(spent_minutes)
         if minutes <= 0 or learning_rate <= 0 or (steps is not None and steps <= 0):
             raise ValueError("the budget and the learning rate must be positive")
         self.learning_rate, self.seconds = learning_rate, 60 * minutes
-        self.spent_seconds, self.warmup, self.final = 60 * spent_minutes, warmup, final
+        self.warmup, self.final = warmup, final
         self.steps, self.step = steps, spent_steps
-        self.started = None
 
     def rate(self, fraction: float) -> float:
         """The learning rate when ``fraction`` of the budget is spent."""
@@ -978,11 +983,8 @@ class BudgetSchedule(keras.callbacks.Callback):
 
     def fraction(self) -> float:
         """The fraction of the budget spent so far."""
-        elapsed = (self.spent_seconds + time.monotonic() - self.started) / self.seconds
+        elapsed = self.elapsed_seconds() / self.seconds
         return max(elapsed, self.step / self.steps) if self.steps else elapsed
-
-    def on_train_begin(self, logs=None):
-        self.started = time.monotonic()
 
     def on_train_batch_begin(self, batch, logs=None):
         self.model.optimizer.learning_rate.assign(self.rate(self.fraction()))
