@@ -37,7 +37,10 @@ class BudgetClock(keras.callbacks.Callback):
         self.started = time.monotonic()
 
     def elapsed_seconds(self) -> float:
-        """Seconds of training so far, those of the runs this one continues included."""
+        """Seconds of training so far, those of the runs this one continues included
+        (before training begins, only theirs)."""
+        if self.started is None:
+            return self.spent_seconds
         return self.spent_seconds + time.monotonic() - self.started
 
 
@@ -247,7 +250,7 @@ def _plain(value):
     return float(value)
 
 
-class EpochCheckpoint(keras.callbacks.Callback):
+class EpochCheckpoint(BudgetClock):
     """Write a full, resumable checkpoint at the end of every epoch, atomically.
 
     A checkpoint is a folder ``epoch-NNNN`` inside ``directory`` holding the model weights,
@@ -264,26 +267,22 @@ class EpochCheckpoint(keras.callbacks.Callback):
     """
 
     def __init__(self, directory: str | Path, callbacks=(), state=None, metadata=None):
-        super().__init__()
+        super().__init__(state["training_minutes"] if state else 0.0)
         self.directory = Path(directory)
         self.tracked = list(callbacks)
         self.metadata = dict(metadata or {})
         self.resume_state = state
         self.history: dict[str, list] = {}
-        self.previous_minutes = state["training_minutes"] if state else 0.0
-        self.started = None
         # The 1-based epoch whose loss became NaN or infinite, or 0.
         self.diverged = 0
 
     @property
     def training_minutes(self) -> float:
         """Minutes of training so far, the interrupted runs this one continues included."""
-        if self.started is None:
-            return self.previous_minutes
-        return self.previous_minutes + (time.monotonic() - self.started) / 60
+        return self.elapsed_seconds() / 60
 
     def on_train_begin(self, logs=None):
-        self.started = time.monotonic()
+        super().on_train_begin(logs)
         if not self.resume_state:
             return
         self.history = {k: list(v) for k, v in self.resume_state["history"].items()}
