@@ -25,8 +25,6 @@ default) and scores that specialist on the same images. Writes
 
 import argparse
 import sys
-import tempfile
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -148,34 +146,20 @@ def training_samples(per_type: int, exclude: set[str]) -> list:
 def fine_tune_specialist(model_path: Path, kind: str, minutes: float, models_dir: Path) -> Path:
     """Fine-tune the model on the training images of one imaging type alone (validated on
     that type's validation images) and return the specialist's path."""
-    record = training.read_run_record(model_path.with_suffix(".json"))
     index = data.build_index(config.TRAIN_DIR, cache_dir=config.LABEL_CACHE)
     kept = set(index.image_id[index.imaging_type == kind])
-    validation = sorted(kept & set(data.load_ids(config.VALIDATION_IDS)))
-    if not validation or len(kept) == len(validation):
-        raise ValueError(f"{kind!r} needs training and validation images for a specialist")
-    recipe = replace(
-        training.TrainingConfig(**training.recorded_parameters(record["parameters"])),
-        init_model=str(model_path),
+    validation = kept & set(data.load_ids(config.VALIDATION_IDS))
+    name = f"specialist-{kind}"
+    training.fine_tune(
+        model_path,
+        sorted(kept - validation),
+        sorted(validation),
+        models_dir,
+        model_name=name,
         max_minutes=minutes,
         learning_rate=3e-4,
-        # One imaging type, mostly one source: nothing to balance.
-        balance=0.0,
-        model_name=f"specialist-{kind}",
     )
-    everything = [p.name for p in data.list_sample_dirs(config.TRAIN_DIR)]
-    with tempfile.TemporaryDirectory() as folder:
-        ids_file = Path(folder) / "validation_ids.txt"
-        data.save_ids(ids_file, validation)
-        training.train(
-            recipe,
-            data_dir=config.TRAIN_DIR,
-            validation_ids=ids_file,
-            models_dir=models_dir,
-            resume=False,
-            exclude_ids=[i for i in everything if i not in kept],
-        )
-    return models_dir / f"{recipe.model_name}.keras"
+    return models_dir / f"{name}.keras"
 
 
 def main(argv=None) -> int:

@@ -18,9 +18,7 @@ runs; the minutes it took are recorded.
 
 import argparse
 import sys
-import tempfile
 import time
-from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
@@ -63,30 +61,17 @@ def main(argv=None) -> int:
     check_ids = sorted(picked[args.images : args.images + 2])
     rest = sorted(picked[args.images + 2 :])
 
-    base = replace(
-        training.TrainingConfig(**training.recorded_parameters(base_record["parameters"])),
-        init_model=str(args.base),
+    models_dir = config.MODELS_DIR / "fine_tune"
+    started = time.monotonic()
+    training.fine_tune(
+        args.base,
+        tune_ids,
+        check_ids,
+        models_dir,
         epochs=args.epochs,
         max_minutes=24 * 60.0,
         learning_rate=args.learning_rate,
-        # A handful of images of one source: nothing to balance.
-        balance=0.0,
-        model_name="fine-tuned",
     )
-    models_dir = config.MODELS_DIR / "fine_tune"
-    everything = [p.name for p in data.list_sample_dirs(config.TRAIN_DIR)]
-    started = time.monotonic()
-    with tempfile.TemporaryDirectory() as folder:
-        validation_file = Path(folder) / "validation_ids.txt"
-        data.save_ids(validation_file, check_ids)
-        training.train(
-            base,
-            data_dir=config.TRAIN_DIR,
-            validation_ids=validation_file,
-            models_dir=models_dir,
-            resume=False,
-            exclude_ids=[i for i in everything if i not in tune_ids],
-        )
     minutes = (time.monotonic() - started) / 60
     tuned_record = training.read_run_record(models_dir / "fine-tuned.json")
 
@@ -124,7 +109,7 @@ def main(argv=None) -> int:
             "minutes_training": tuned_record["training_minutes"],
             "minutes_total": round(minutes, 1),
             "epochs": tuned_record["epochs_trained"],
-            "recipe": asdict(base),
+            "recipe": tuned_record["parameters"],
             "rows": rows,
         },
     )

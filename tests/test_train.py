@@ -193,3 +193,44 @@ def test_weight_averaging_saves_the_mean_model_and_records_its_scores(
         replace(settings, weight_averaging=0.0), root, ids, tmp_path / "plain", verbose=0
     )
     assert training.read_run_record(plain.paths["record"])["averaged_epochs"] == 0
+
+
+def test_fine_tune_trains_on_the_given_images_alone_from_the_base_weights(disc_folder, tmp_path):
+    root, ids = disc_folder
+    base = training.train(
+        training.TrainingConfig(**TINY, balance=0.5), root, ids, tmp_path / "base", verbose=0
+    )
+    result = training.fine_tune(
+        base.paths["model"],
+        ["img0", "img1"],
+        ["img4"],
+        tmp_path / "tuned",
+        model_name="specialist",
+        data_dir=root,
+        epochs=1,
+        learning_rate=3e-4,
+    )
+    record = training.read_run_record(result.paths["record"])
+    assert result.paths["model"] == tmp_path / "tuned" / "specialist.keras"
+    assert record["train_images"] == 2 and record["validation_images"] == 1
+    assert sorted(record["excluded_ids"]) == ["img2", "img3", "img4", "img5"]
+    parameters = record["parameters"]
+    assert parameters["init_model"] == str(base.paths["model"])
+    assert (parameters["learning_rate"], parameters["epochs"], parameters["balance"]) == (
+        3e-4,
+        1,
+        0.0,
+    )
+    # Everything else is the base model's recipe.
+    assert parameters["crop_size"] == TINY["crop_size"]
+
+
+@pytest.mark.parametrize(
+    ("train_ids", "validation_ids", "message"),
+    [([], ["img4"], "needs images"), (["img0"], [], "needs images"), (["img4"], ["img4"], "both")],
+)
+def test_fine_tune_refuses_empty_or_overlapping_id_lists(
+    tmp_path, train_ids, validation_ids, message
+):
+    with pytest.raises(ValueError, match=message):
+        training.fine_tune(tmp_path / "base.keras", train_ids, validation_ids, tmp_path)

@@ -1115,6 +1115,63 @@ def _median_diameter(samples: list) -> float | None:
     return round(float(np.median(diameters)), 2) if diameters.size else None
 
 
+def fine_tune(
+    base_model: str | Path,
+    train_ids: Sequence[str],
+    validation_ids: Sequence[str],
+    models_dir: str | Path,
+    model_name: str = "fine-tuned",
+    data_dir: str | Path | None = None,
+    **changes,
+) -> TrainingResult:
+    """Fine-tune a trained model on some images of a Kaggle-layout training set alone.
+
+    The recipe is the base model's own (from its run record), started from its weights
+    (``init_model``) and without balanced sampling (a few images of one kind have nothing
+    to balance), with ``changes`` on top (``epochs``, ``max_minutes``, ``learning_rate``
+    ...). Only ``train_ids`` are trained on; ``validation_ids`` are scored every epoch. The
+    model is saved as ``<models_dir>/<model_name>.keras`` (see :func:`train`).
+
+    Raises
+    ------
+    ValueError
+        If there are no images to train or validate on, or the two lists share an image.
+    FileNotFoundError
+        If the base model has no run record.
+    """
+    from unet_tf import config as paths
+    from unet_tf import data
+
+    base_model = Path(base_model)
+    if not train_ids or not validation_ids:
+        raise ValueError("fine-tuning needs images to train on and images to validate on")
+    shared = sorted(set(train_ids) & set(validation_ids))
+    if shared:
+        raise ValueError(f"{len(shared)} image(s) are both trained and validated on: {shared[:3]}")
+    record = read_run_record(base_model.with_suffix(".json"))
+    recipe = replace(
+        TrainingConfig(**recorded_parameters(record["parameters"])),
+        init_model=str(base_model),
+        balance=0.0,
+        model_name=model_name,
+        **changes,
+    )
+    data_dir = Path(data_dir or paths.TRAIN_DIR)
+    kept = set(train_ids)
+    everything = [folder.name for folder in data.list_sample_dirs(data_dir)]
+    with tempfile.TemporaryDirectory() as folder:
+        ids_file = Path(folder) / "validation_ids.txt"
+        data.save_ids(ids_file, sorted(validation_ids))
+        return train(
+            recipe,
+            data_dir=data_dir,
+            validation_ids=ids_file,
+            models_dir=models_dir,
+            resume=False,
+            exclude_ids=[image_id for image_id in everything if image_id not in kept],
+        )
+
+
 def train(
     config: TrainingConfig,
     data_dir: str | Path | None = None,
