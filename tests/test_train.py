@@ -234,3 +234,11 @@ def test_fine_tune_refuses_empty_or_overlapping_id_lists(
 ):
     with pytest.raises(ValueError, match=message):
         training.fine_tune(tmp_path / "base.keras", train_ids, validation_ids, tmp_path)
+
+
+def test_fine_tune_names_images_the_folder_does_not_have(disc_folder, tmp_path):
+    root, _ = disc_folder
+    with pytest.raises(ValueError, match=r"no image\(s\) \['img9'\]"):
+        training.fine_tune(
+            tmp_path / "base.keras", ["img0", "img9"], ["img4"], tmp_path, data_dir=root
+        )

@@ -1148,17 +1148,16 @@ def fine_tune(
     shared = sorted(set(train_ids) & set(validation_ids))
     if shared:
         raise ValueError(f"{len(shared)} image(s) are both trained and validated on: {shared[:3]}")
-    record = read_run_record(base_model.with_suffix(".json"))
-    recipe = replace(
-        TrainingConfig(**recorded_parameters(record["parameters"])),
-        init_model=str(base_model),
-        balance=0.0,
-        model_name=model_name,
-        **changes,
-    )
     data_dir = Path(data_dir or paths.TRAIN_DIR)
-    kept = set(train_ids)
     everything = [folder.name for folder in data.list_sample_dirs(data_dir)]
+    unknown = sorted((set(train_ids) | set(validation_ids)) - set(everything))
+    if unknown:
+        raise ValueError(f"{data_dir}: no image(s) {unknown[:3]} to fine-tune with")
+    record = read_run_record(base_model.with_suffix(".json"))
+    # ``changes`` may set balance too: they come last.
+    settings = {"balance": 0.0, **changes, "init_model": str(base_model), "model_name": model_name}
+    recipe = replace(TrainingConfig(**recorded_parameters(record["parameters"])), **settings)
+    kept = set(train_ids)
     with tempfile.TemporaryDirectory() as folder:
         ids_file = Path(folder) / "validation_ids.txt"
         data.save_ids(ids_file, sorted(validation_ids))
