@@ -65,19 +65,21 @@ def anatomy(truth: np.ndarray, predicted: np.ndarray) -> dict:
     # Labels 1..N without gaps, so that row i of the IoU matrix is label i + 1.
     truth = postprocess.relabel_sequential(truth)
     predicted = postprocess.relabel_sequential(predicted)
-    iou = metrics.iou_matrix(truth, predicted)
-    true_count = int(truth.max())
-    best = iou.max(axis=1) if iou.size else np.zeros(true_count)
-    row = {"true_count": true_count, "pred_count": int(predicted.max())}
+    scores = metrics.image_scores(truth, predicted)
+    true_count, pred_count = scores["true_count"], scores["pred_count"]
+    row = {"true_count": true_count, "pred_count": pred_count, "dsb": scores["dsb_score"]}
+    # "Found" is the metric's recall: matched at an IoU above the threshold.
     for threshold in MATCH_THRESHOLDS:
-        row[f"found_{threshold}"] = float((best >= threshold).mean()) if true_count else 1.0
-    found = np.flatnonzero(best >= 0.5)
-    true_areas = np.bincount(truth.ravel(), minlength=true_count + 1)
-    pred_areas = np.bincount(predicted.ravel(), minlength=int(predicted.max()) + 1)
+        recall = metrics.precision_recall_f1(truth, predicted, threshold)["recall"]
+        row[f"found_{threshold}"] = recall
+    iou = metrics.iou_matrix(truth, predicted)
+    best = iou.max(axis=1) if iou.size else np.zeros(true_count)
+    found = np.flatnonzero(best > MATCH_THRESHOLDS[0])
     partners = iou[found].argmax(axis=1) + 1 if found.size else np.zeros(0, int)
+    true_areas = np.bincount(truth.ravel(), minlength=true_count + 1)
+    pred_areas = np.bincount(predicted.ravel(), minlength=pred_count + 1)
     ratios = pred_areas[partners] / true_areas[found + 1]
     row["area_ratio"] = float(np.median(ratios)) if ratios.size else float("nan")
-    row["dsb"] = metrics.dsb_score(truth, predicted)
 
     on_truth = np.bincount(predicted.ravel(), weights=(truth > 0).ravel().astype(float))
     share = on_truth / np.maximum(pred_areas, 1)
@@ -88,11 +90,13 @@ def anatomy(truth: np.ndarray, predicted: np.ndarray) -> dict:
         truth, np.where(np.isin(predicted, lone), 0, predicted)
     )
 
-    # Each found nucleus gets its true outline; what was not found stays as predicted.
+    # Each found nucleus gets its true outline (new labels above the predicted ones, looked
+    # up by true label); what was not found stays as predicted.
+    outline_labels = np.zeros(true_count + 1, predicted.dtype)
+    outline_labels[found + 1] = pred_count + 1 + np.arange(found.size)
+    mended = outline_labels[truth]
     outlined = np.where(np.isin(predicted, partners), 0, predicted)
-    next_label = int(predicted.max()) + 1
-    for offset, index in enumerate(found):
-        outlined[truth == index + 1] = next_label + offset
+    outlined = np.where(mended > 0, mended, outlined)
     row["dsb_true_outlines"] = metrics.dsb_score(truth, outlined)
     return row
 
@@ -132,9 +136,9 @@ def summary(per_image: pd.DataFrame) -> pd.DataFrame:
     return table.reset_index()
 
 
-def training_samples(per_type: int, exclude: set[str]) -> list:
-    """Up to ``per_type`` training images of each imaging type, picked with a fixed seed."""
-    index = data.build_index(config.TRAIN_DIR, cache_dir=config.LABEL_CACHE)
+def training_samples(index: pd.DataFrame, per_type: int, exclude: set[str]) -> list:
+    """Up to ``per_type`` training images of each imaging type (``index`` of
+    ``data.build_index``), picked with a fixed seed."""
     index = index[~index.image_id.isin(exclude)]
     picked = []
     for _, group in index.groupby("imaging_type"):
@@ -143,23 +147,24 @@ def training_samples(per_type: int, exclude: set[str]) -> list:
     return data.load_samples(config.TRAIN_DIR, ids=sorted(picked), cache_dir=config.LABEL_CACHE)
 
 
-def fine_tune_specialist(model_path: Path, kind: str, minutes: float, models_dir: Path) -> Path:
+def fine_tune_specialist(
+    index: pd.DataFrame, model_path: Path, kind: str, minutes: float, models_dir: Path
+) -> Path:
     """Fine-tune the model on the training images of one imaging type alone (validated on
-    that type's validation images) and return the specialist's path."""
-    index = data.build_index(config.TRAIN_DIR, cache_dir=config.LABEL_CACHE)
+    that type's validation images; ``index`` of ``data.build_index``) and return the
+    specialist's path."""
     kept = set(index.image_id[index.imaging_type == kind])
     validation = kept & set(data.load_ids(config.VALIDATION_IDS))
-    name = f"specialist-{kind}"
-    training.fine_tune(
+    result = training.fine_tune(
         model_path,
         sorted(kept - validation),
         sorted(validation),
         models_dir,
-        model_name=name,
+        model_name=f"specialist-{kind}",
         max_minutes=minutes,
         learning_rate=3e-4,
     )
-    return models_dir / f"{name}.keras"
+    return result.paths["model"]
 
 
 def main(argv=None) -> int:
@@ -180,12 +185,15 @@ def main(argv=None) -> int:
     net, settings, _ = predict.load_model_and_settings(args.model)
     validation = evaluation.validation_samples(args.max_images)
     image_sets = {"validation": validation}
+    if args.training_images or args.specialist_minutes:
+        index = data.build_index(config.TRAIN_DIR, cache_dir=config.LABEL_CACHE)
     if args.training_images:
         exclude = set(data.load_ids(config.VALIDATION_IDS))
-        image_sets["training"] = training_samples(args.training_images, exclude)
+        image_sets["training"] = training_samples(index, args.training_images, exclude)
     models = {"model": (net, settings)}
     if args.specialist_minutes:
         path = fine_tune_specialist(
+            index,
             args.model,
             args.specialist_type,
             args.specialist_minutes,

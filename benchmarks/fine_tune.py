@@ -63,7 +63,7 @@ def main(argv=None) -> int:
 
     models_dir = config.MODELS_DIR / "fine_tune"
     started = time.monotonic()
-    training.fine_tune(
+    result = training.fine_tune(
         args.base,
         tune_ids,
         check_ids,
@@ -73,7 +73,7 @@ def main(argv=None) -> int:
         learning_rate=args.learning_rate,
     )
     minutes = (time.monotonic() - started) / 60
-    tuned_record = training.read_run_record(models_dir / "fine-tuned.json")
+    tuned_record = training.read_run_record(result.paths["record"])
 
     _, settings, _ = predict.load_model_and_settings(args.base)
     settings = {**settings, "tta": False}
@@ -85,7 +85,7 @@ def main(argv=None) -> int:
     rows = []
     for name, path, used in (
         ("before (default model)", args.base, settings),
-        ("after fine-tuning", models_dir / "fine-tuned.keras", tuned_settings),
+        ("after fine-tuning", result.paths["model"], tuned_settings),
     ):
         on_group = scores_of(path, used, group_samples)
         on_validation = scores_of(path, used, validation)

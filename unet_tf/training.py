@@ -1135,7 +1135,8 @@ def fine_tune(
     Raises
     ------
     ValueError
-        If there are no images to train or validate on, or the two lists share an image.
+        If there are no images to train or validate on, the two lists share an image, or
+        ``data_dir`` lacks one of them.
     FileNotFoundError
         If the base model has no run record.
     """
