@@ -17,6 +17,11 @@ Writes ``reports/generalization.json`` and prints a Markdown table::
 
     .venv/bin/python benchmarks/generalization.py [--minutes 15] [--groups "stained 320x256"]
 
+The held-out stained images are also scored enlarged 2x and 3x (bilinear, labels by
+nearest neighbour; ``--enlarge``): the stained tissue of stage1_test and of other sets is
+at a higher magnification than stage1_train's, and the model must find nuclei it never saw
+in a stain it never saw at a size it never saw.
+
 ``--candidate NAME=VALUE ...`` adds a recipe, the default with some parameters changed,
 trained and scored the same way: how a new piece is judged before it becomes the default
 (``--reuse`` then scores the finished recipes again and trains only the new one).
@@ -30,7 +35,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from unet_tf import config, data, evaluation, files, training
+from unet_tf import config, data, evaluation, files, inference, training
 
 # The recipe before the generalization work (the defaults up to commit b04157f).
 PREVIOUS = {
@@ -51,6 +56,9 @@ RECIPES = [
     ("before-tissue", BEFORE_TISSUE, True),
     ("default", DEFAULT, True),
 ]
+# Magnifications at which the held-out groups of these imaging types are scored as well.
+ENLARGED_TYPES = ("stained",)
+ENLARGEMENTS = (2.0, 3.0)
 
 
 def source_groups(index: pd.DataFrame) -> pd.Series:
@@ -105,13 +113,41 @@ def parse_overrides(items: list[str]) -> dict:
     return overrides
 
 
+def enlarged_group(group: str, factor: float) -> str:
+    """The name of a held-out group scored at ``factor`` times its size."""
+    return f"{group} at {factor:g}x"
+
+
+def score_enlarged(model, samples, settings, groups: pd.Series, factors) -> pd.DataFrame:
+    """Per-image scores of ``samples`` enlarged by each factor, one image at a time (3x a
+    1024-pixel image is large); the group column names the factor."""
+    frames = []
+    for factor in factors:
+        for sample in samples:
+            (scaled,) = inference.resample_samples([sample], factor)
+            frame = evaluation.score_model(model, [scaled], settings)
+            frame["group"] = enlarged_group(groups[sample[0]], factor)
+            frames.append(frame)
+    return pd.concat(frames, ignore_index=True)
+
+
 def run_recipe(
-    name, settings, rescale, minutes, held_out, validation_file, models_dir, max_images, reuse
+    name,
+    settings,
+    rescale,
+    minutes,
+    held_out,
+    validation_file,
+    models_dir,
+    max_images,
+    reuse,
+    enlargements=ENLARGEMENTS,
 ):
     """Train one recipe without the held-out images, tune it, and score it per group.
 
     With ``rescale`` images are rescaled at inference to the training nucleus size. With
-    ``reuse`` a model a finished run of the same recipe left is scored again instead.
+    ``reuse`` a model a finished run of the same recipe left is scored again instead. The
+    held-out groups of ``ENLARGED_TYPES`` are scored again at each of ``enlargements``.
     """
     recipe = replace(training.TrainingConfig(), **settings, max_minutes=minutes, model_name=name)
     excluded = list(held_out.index)
@@ -136,6 +172,11 @@ def run_recipe(
     )
     scores = evaluation.score_model(model, samples, settings_used)
     scores["group"] = held_out.loc[scores.image_id].to_numpy()
+    kinds = [held_out[sample[0]].split(" ")[0] for sample in samples]
+    enlarged = [s for s, kind in zip(samples, kinds, strict=True) if kind in ENLARGED_TYPES]
+    if enlarged and enlargements:
+        extra = score_enlarged(model, enlarged, settings_used, held_out, enlargements)
+        scores = pd.concat([scores, extra], ignore_index=True)
     return {
         "recipe": asdict(recipe),
         "epochs": record["epochs_trained"],
@@ -152,6 +193,13 @@ def main(argv=None) -> int:
     parser.add_argument("--groups", nargs="*", help="groups to hold out (default: one per type)")
     parser.add_argument("--largest", type=int, default=40, help="largest group chosen by default")
     parser.add_argument("--max-images", type=int, default=0, help="validation images (0: all)")
+    parser.add_argument(
+        "--enlarge",
+        type=float,
+        nargs="*",
+        default=list(ENLARGEMENTS),
+        help=f"factors at which held-out {'/'.join(ENLARGED_TYPES)} images are scored too",
+    )
     parser.add_argument(
         "--reuse", action="store_true", help="score models of finished runs again, untrained"
     )
@@ -213,15 +261,21 @@ def main(argv=None) -> int:
                 models_dir,
                 args.max_images,
                 args.reuse,
+                args.enlarge,
             )
             print(f"{name}: {results[name]['groups']}", flush=True)
 
     rows = []
-    for group in groups:
-        row = {"held-out group": group, "images": int((held_out == group).sum())}
-        for name, result in results.items():
-            row[f"{name} DSB"] = result["groups"][group]["dsb_score"]
-            row[f"{name} F1@0.5"] = result["groups"][group]["f1"]
+    scored = [
+        (group, enlarged_group(group, factor) if factor else group)
+        for group in groups
+        for factor in [None, *(args.enlarge if group.split(" ")[0] in ENLARGED_TYPES else [])]
+    ]
+    for group, name in scored:
+        row = {"held-out group": name, "images": int((held_out == group).sum())}
+        for recipe, result in results.items():
+            row[f"{recipe} DSB"] = result["groups"][name]["dsb_score"]
+            row[f"{recipe} F1@0.5"] = result["groups"][name]["f1"]
         rows.append(row)
     for name in ("dsb_score", "type_balanced_dsb_score"):
         row = {"held-out group": f"validation split (without the groups): {name}", "images": ""}

@@ -46,6 +46,23 @@ def run_report(tmp_path, *args, timeout=900):
     )
 
 
+def printed_outputs(notebook_path) -> list[str]:
+    """The text a run notebook's cells printed or returned, one string per output.
+
+    Only outputs, never cell sources or metadata: a phrase in the code (or the word
+    ``"outputs": []`` of every cell) cannot stand in for what the notebook showed.
+    """
+    import json
+
+    notebook = json.loads(Path(notebook_path).read_text(encoding="utf-8"))
+    texts = []
+    for cell in notebook["cells"]:
+        for output in cell.get("outputs", []):
+            text = output.get("text") or output.get("data", {}).get("text/plain", "")
+            texts.append("".join(text) if isinstance(text, list) else text)
+    return texts
+
+
 def disc(shape, centre, radius) -> np.ndarray:
     """A boolean disc of ``radius`` pixels around ``centre`` (row, column)."""
     rows, cols = np.ogrid[: shape[0], : shape[1]]

@@ -1,10 +1,11 @@
 """Atomic writes: the old file survives a failure, and finished files get ordinary permissions."""
 
 import stat
+import subprocess
+import sys
 
 import pytest
 
-from unet_tf import files
 from unet_tf.files import atomic_path, write_json
 
 
@@ -20,8 +21,14 @@ def test_failure_keeps_the_previous_file(tmp_path):
     assert [path.name for path in tmp_path.iterdir()] == ["metrics.json"]
 
 
-def test_finished_file_follows_the_umask(tmp_path):
-    write_json(tmp_path / "out.json", {})
-    mode = stat.S_IMODE((tmp_path / "out.json").stat().st_mode)
+@pytest.mark.parametrize("umask, expected", [(0o022, 0o644), (0o027, 0o640), (0o077, 0o600)])
+def test_finished_file_follows_the_umask(tmp_path, umask, expected):
+    # A fresh process with a known umask (the library reads it once, at import), so that
+    # the expected mode comes from the process and not from the library's own reading.
+    script = (
+        f"import os; os.umask({umask}); from unet_tf import files; "
+        f"files.write_json({str(tmp_path / 'out.json')!r}, {{}})"
+    )
+    subprocess.run([sys.executable, "-c", script], check=True)
     # mkstemp alone would give 0o600 whatever the umask.
-    assert mode == 0o666 & ~files._UMASK
+    assert stat.S_IMODE((tmp_path / "out.json").stat().st_mode) == expected

@@ -1,12 +1,13 @@
 """The notebooks and `make report`: hygiene of the committed notebooks, profiles, smoke run."""
 
 import ast
+import html
 import json
 
 import nbformat
 import pandas as pd
 import pytest
-from conftest import run_report
+from conftest import printed_outputs, run_report
 
 from unet_tf import config, data, report, submission
 
@@ -77,7 +78,13 @@ def test_smoke_profile_runs_every_notebook_and_writes_the_reports(tmp_path):
     reports = tmp_path / "reports"
     for notebook in REPORTED:
         assert (reports / f"{notebook.stem}.ipynb").is_file()
-        assert (reports / f"{notebook.stem}.html").stat().st_size > 10_000
+        # The HTML shows what the notebook printed (an empty notebook's HTML is large too:
+        # nbconvert inlines its style sheet).
+        printed = [t.strip() for t in printed_outputs(reports / f"{notebook.stem}.ipynb")]
+        lines = [line for text in printed for line in text.splitlines() if line.strip()]
+        assert lines, f"{notebook.stem} printed nothing"
+        page = (reports / f"{notebook.stem}.html").read_text(encoding="utf-8")
+        assert html.escape(lines[0].strip(), quote=False) in page, notebook.stem
     # Neither the reports nor the command's output carry TensorFlow's CUDA probes or the
     # kernel's warning about unencrypted TCP (see test_report.py).
     executed = [(reports / f"{nb.stem}.ipynb").read_text() for nb in REPORTED]

@@ -12,6 +12,7 @@ import subprocess
 import sys
 
 import nbformat
+from conftest import printed_outputs
 
 from unet_tf import config, report
 
@@ -96,8 +97,10 @@ def test_the_report_shows_no_cuda_probes_nor_kernel_transport_warnings(tmp_path)
     quiet = {"CUDA_VISIBLE_DEVICES": None, "TF_CPP_MIN_LOG_LEVEL": None}
     result = run_report(tmp_path, notebooks, env=quiet)
     assert result.returncode == 0, result.stderr
-    executed = (tmp_path / "reports" / "01-tensorflow.ipynb").read_text()
-    assert "[]" in executed  # The notebook ran, on no GPU.
+    executed_path = tmp_path / "reports" / "01-tensorflow.ipynb"
+    executed = executed_path.read_text()
+    # The notebook ran, and found no GPU: the one thing it printed is an empty list.
+    assert [text.strip() for text in printed_outputs(executed_path)] == ["[]"]
     # tensorflow-cpu has no CUDA parts to probe (requirements.txt); the kernel's connection
     # is encrypted (report.kernel_config). Whole phrases: the test's folder has "cuda" in it.
     for phrase in ("Could not find cuda drivers", "cuInit", "CUDA error", "without encryption"):

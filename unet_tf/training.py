@@ -601,8 +601,9 @@ class TrainingConfig:
         Compile training steps with XLA (``precision="auto"`` turns it off where it picks
         bfloat16).
     representation : str
-        Model input: ``"rgb"`` (the images as read) or ``"nuclei_bright"`` (one channel,
-        normalised, nuclei always bright; see :mod:`unet_tf.appearance`).
+        Model input: ``"rgb"`` (the images as read), ``"nuclei_bright"`` (one channel,
+        normalised, nuclei always bright; see :mod:`unet_tf.appearance`) or
+        ``"stain_aware"`` (that channel and the nuclear stain's density).
     max_scale : float
         Random zoom of training crops in ``[1 / max_scale, max_scale]``; 1 disables.
     colour_augmentation : float
@@ -613,6 +614,11 @@ class TrainingConfig:
         Brightness, 0 (off) to 1, of the random textured background laid behind half the
         crops (``Augmentation.tissue``): fluorescence crops are made to look like stained
         tissue or brightfield cytoplasm, which ``nuclei_bright`` shows as a fibrous mid-gray.
+    stain_augmentation : float
+        Share, 0 (off) to 1, of the training images given another stain
+        (``Augmentation.stain``): fluorescence images painted as haematoxylin and eosin
+        stained tissue, stained and brightfield images with their stains' amounts and
+        colours changed.
     resolution_augmentation : float
         Strength, 0 (off) to 1, of the lower resolution given to half the crops
         (``Augmentation.low_resolution``): shrunk by up to ``1 + 3 * strength`` and enlarged
@@ -682,6 +688,7 @@ class TrainingConfig:
     max_scale: float = 2.0
     colour_augmentation: float = 1.0
     tissue_augmentation: float = 1.0
+    stain_augmentation: float = 0.0
     resolution_augmentation: float = 0.0
     balance: float = 0.5
     balance_by: str = "source"
@@ -738,6 +745,7 @@ class TrainingConfig:
         names = (
             "colour_augmentation",
             "tissue_augmentation",
+            "stain_augmentation",
             "resolution_augmentation",
             "weight_averaging",
         )
@@ -807,6 +815,7 @@ class TrainingConfig:
             noise=0.03 * self.colour_augmentation,
             channel_weights=self.colour_augmentation > 0,
             tissue=0.6 * self.tissue_augmentation,
+            stain=self.stain_augmentation,
             low_resolution=1.0 + 3.0 * self.resolution_augmentation,
         )
 
