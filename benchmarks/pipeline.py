@@ -9,6 +9,7 @@ pipeline is slower than 5x the training rate.
 """
 
 import argparse
+import dataclasses
 import os
 import sys
 import time
@@ -50,34 +51,54 @@ def main(argv=None) -> int:
     packed = pipeline.pack_samples([s[1] for s in samples], [s[2] for s in samples])
     print(f"loaded and packed {len(samples)} images in {time.perf_counter() - started:.1f} s")
 
+    # The default recipe of 02-training: its representation, target and augmentation.
+    recipe = training.TrainingConfig(crop_size=args.crop_size, batch_size=args.batch_size)
+    deformed = dataclasses.replace(recipe.augmentation(), affine=True, elastic=True)
     settings = {
-        "default augmentation": pipeline.Augmentation(),
-        "+ affine and elastic": pipeline.Augmentation(affine=True, elastic=True),
+        "default recipe": (recipe.representation, recipe.augmentation()),
+        "+ affine and elastic": (recipe.representation, deformed),
+        "+ stain augmentation 0.3": (
+            "stain_aware",
+            dataclasses.replace(recipe.augmentation(), stain=0.3),
+        ),
     }
-    rates = {}
-    for name, augmentation in settings.items():
-        dataset = pipeline.make_training_dataset(
-            packed, args.crop_size, args.batch_size, augmentation=augmentation, seed=0
+
+    def default_dataset(representation, augmentation):
+        return pipeline.make_training_dataset(
+            packed,
+            args.crop_size,
+            args.batch_size,
+            recipe.target,
+            augmentation=augmentation,
+            seed=0,
+            representation=representation,
         )
+
+    rates = {}
+    for name, (representation, augmentation) in settings.items():
+        dataset = default_dataset(representation, augmentation)
         rates[name] = crops_per_second(dataset, args.batches, args.batch_size)
 
     keras.utils.set_random_seed(0)
-    # The default model of 02-training, compiled (with XLA) by the same library call: the
-    # faster step is the harder bar.
-    recipe = training.TrainingConfig(crop_size=args.crop_size, batch_size=args.batch_size)
-    net = training.build_model(recipe)
-    dataset = pipeline.make_training_dataset(
-        packed, args.crop_size, args.batch_size, recipe.target, seed=0
+    # The default model trained as train() trains it on this machine: precision="auto"
+    # (bfloat16 without XLA on CPUs with AMX, float32 with XLA elsewhere).
+    precision, jit_compile = training.resolve_speed(recipe)
+    training.set_precision(precision)
+    net = training.build_model(dataclasses.replace(recipe, jit_compile=jit_compile))
+    training_speed = fit_rate(
+        net, default_dataset(*settings["default recipe"]), args.batch_size, args.steps
     )
-    training_speed = fit_rate(net, dataset, args.batch_size, args.steps)
+    training.set_precision("float32")
+    path = f"{precision}{', XLA' if jit_compile else ''}"
 
     print(
         f"\ncrop {args.crop_size}x{args.crop_size}, batch {args.batch_size}, {os.cpu_count()} CPUs"
     )
-    print(f"{'what':<28}{'crops/s':>10}{'x training':>12}")
-    print(f"{'training step (default U-Net)':<28}{training_speed:>10.1f}{1.0:>12.1f}")
+    print(f"{'what':<30}{'crops/s':>10}{'x training':>12}")
+    print(f"default training path on this machine: {path}")
+    print(f"{'training step (default U-Net)':<30}{training_speed:>10.1f}{1.0:>12.1f}")
     for name, rate in rates.items():
-        print(f"{'pipeline, ' + name:<28}{rate:>10.1f}{rate / training_speed:>12.1f}")
+        print(f"{'pipeline, ' + name:<30}{rate:>10.1f}{rate / training_speed:>12.1f}")
     slowest = min(rates.values()) / training_speed
     if slowest < REQUIRED_RATIO:
         print(f"\nFAIL: the pipeline is only {slowest:.1f}x the training rate", file=sys.stderr)

@@ -24,6 +24,21 @@ TINY_TRAINING = {
 }
 
 
+@pytest.fixture(autouse=True)
+def _keep_the_precision_policy():
+    """Restore Keras's global precision policy after each test: ``train()`` sets it, and a
+    test that leaves ``mixed_bfloat16`` behind would change every later test in the run
+    (and which ones depends on their order)."""
+    import sys
+
+    keras = sys.modules.get("keras")
+    before = keras.mixed_precision.global_policy().name if keras else "float32"
+    yield
+    keras = sys.modules.get("keras")
+    if keras and keras.mixed_precision.global_policy().name != before:
+        keras.mixed_precision.set_global_policy(before)
+
+
 def run_report(tmp_path, *args, timeout=900):
     """Run ``python -m unet_tf.report`` with models and reports under ``tmp_path``."""
     import subprocess

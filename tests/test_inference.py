@@ -71,7 +71,11 @@ def test_large_images_are_tiled_and_blended_without_seams(net):
     assert inference.axis_tiles(150, 96, 32, 4) == (92, [0, 58])
     assert inference.axis_tiles(170, 96, 32, 4) == (80, [0, 45, 90])
     np.testing.assert_allclose(tiled[:50, :40], whole[:50, :40], atol=1e-5)
-    assert np.abs(tiled - whole).mean() < 0.05
+    # As far from the inner edges of the last tile (rows 58 to 150, columns 90 to 170), the
+    # blend is that tile's own prediction: a tile put one pixel off, or blended with the
+    # wrong weights, breaks it.
+    last = net.predict_on_batch(image[None, 58:150, 90:170])[0]
+    np.testing.assert_allclose(tiled[100:, 130:], last[42:, 40:], atol=1e-5)
 
 
 def test_tta_of_a_symmetric_model_input_matches_and_keeps_shape(net):
@@ -117,7 +121,16 @@ def test_rectangular_tiles_with_tta_keep_the_shape(net):
     averaged = inference.predict_full(net, image, tile_size=64, overlap=8, tta=True)
     plain = inference.predict_full(net, image, tile_size=64, overlap=8)
     assert averaged.shape == plain.shape == (100, 60, 1)
-    assert np.abs(averaged - plain).mean() < 0.05
+    # Two tiles of rows (0 to 56 and 44 to 100), one of columns. Away from where they meet
+    # (the depth-2 receptive field reaches about 12 pixels in), the tiled average of the 8
+    # views is the whole image's average, which the test above checks against a manual
+    # one; where they meet it differs by the blending of two contexts only (0.017 seen).
+    whole = inference.predict_full(net, image, tile_size=128, tta=True)
+    np.testing.assert_allclose(averaged[:30], whole[:30], atol=1e-5)
+    np.testing.assert_allclose(averaged[70:], whole[70:], atol=1e-5)
+    assert np.abs(averaged - whole).max() < 0.03
+    # And TTA changes the output (0.045 on average here): it is not the plain pass.
+    assert np.abs(averaged - plain).mean() > 0.02
 
 
 def test_blend_window_is_symmetric_and_positive():

@@ -157,3 +157,105 @@ def test_untuned_models_fall_back_to_the_watershed_on_their_own_channel(tmp_path
 def test_a_tile_size_the_model_cannot_take_is_refused(model_path, inputs, tmp_path, capsys):
     bad = run(model_path, str(inputs), "-o", str(tmp_path / "o"), "--tile-size", "-8")
     assert bad == 2 and "tile size" in capsys.readouterr().err
+
+
+def model_with_settings(model_path, tmp_path, postprocess, tta, **extra):
+    """A copy of the disc model with other tuned settings beside it."""
+    copy = tmp_path / "tuned" / "discs.keras"
+    copy.parent.mkdir(exist_ok=True)
+    copy.write_bytes(model_path.read_bytes())
+    inference.write_settings(copy, postprocess, tta=tta, tile_size=64, **extra)
+    return copy
+
+
+# Two discs that overlap (centres 16 apart, radii 10): one blob, two nuclei.
+TOUCHING = [((40, 30), 10), ((40, 46), 10)]
+
+
+def touching_image(tmp_path):
+    folder = tmp_path / "touching"
+    folder.mkdir()
+    mask = (disc_labels(SHAPE, TOUCHING) > 0).astype(np.uint8) * 255
+    Image.fromarray(np.repeat(mask[..., None], 3, -1)).save(folder / "pair.png")
+    return folder
+
+
+@pytest.mark.parametrize("tta", [True, False])
+def test_the_tuned_watershed_splits_touching_nuclei_with_and_without_tta(model_path, tmp_path, tta):
+    watershed = {"method": "watershed_distance", "threshold": 0.5, "min_distance": 2.0}
+    tuned = model_with_settings(model_path, tmp_path, {**watershed, "min_area": 5}, tta=tta)
+    folder = touching_image(tmp_path)
+    assert run(tuned, str(folder), "-o", str(tmp_path / "out")) == 0
+    labels = tifffile.imread(tmp_path / "out" / "pair_labels.tif")
+    # Connected components would give one object; the watershed cuts it in two halves
+    # along the line where the discs meet (the model is pixel-wise, so the 8 views agree).
+    assert labels.max() == 2
+    assert set(np.unique(labels[40, 22:30])) == {1} and set(np.unique(labels[40, 48:55])) == {2}
+    halves = sorted(int((labels == value).sum()) for value in (1, 2))
+    assert halves[0] > 0.4 * (labels > 0).sum()
+    np.testing.assert_array_equal(labels > 0, disc_labels(SHAPE, TOUCHING) > 0)
+    if tta:
+        # TTA averages the 8 views of the same pixel-wise output: the same labels as without.
+        assert run(tuned, str(folder), "-o", str(tmp_path / "plain"), "--no-tta") == 0
+        plain = tifffile.imread(tmp_path / "plain" / "pair_labels.tif")
+        np.testing.assert_array_equal(labels, plain)
+
+
+def test_a_given_nucleus_diameter_rescales_the_image_and_labels_come_back_at_its_size(
+    model_path, inputs, tmp_path
+):
+    components = {"method": "components", "threshold": 0.5, "min_area": 5}
+    sized = model_with_settings(
+        model_path, tmp_path, components, tta=False, rescale=True, nucleus_diameter=20.0
+    )
+    image = inputs / "cells.png"
+    output = tmp_path / "out"
+    assert run(sized, str(image), "-o", str(output), "--nucleus-diameter", "10") == 0
+    # Nuclei of 10 pixels for a model trained on 20: the image went through at twice its size.
+    assert pd.read_csv(output / "summary.csv").scale.tolist() == [2.0]
+    labels = tifffile.imread(output / "cells_labels.tif")
+    assert labels.shape == SHAPE and labels.max() == len(DISCS_8BIT)
+    # Resampled there and back: every disc within a ring of one pixel of its true area.
+    found = sorted(int((labels == value).sum()) for value in range(1, len(DISCS_8BIT) + 1))
+    true = sorted(int(disc(SHAPE, c, r).sum()) for c, r in DISCS_8BIT)
+    for got, want in zip(found, true, strict=True):
+        assert abs(got - want) <= 2 * np.pi * np.sqrt(want / np.pi)
+
+
+@pytest.mark.parametrize(
+    "arguments, settings, message",
+    [
+        (["--nucleus-diameter", "0"], {"nucleus_diameter": 20.0}, "must be positive"),
+        (["--nucleus-diameter", "-3"], {"nucleus_diameter": 20.0}, "must be positive"),
+        (
+            ["--nucleus-diameter", "10", "--no-rescale"],
+            {"nucleus_diameter": 20.0},
+            "not given with --no-rescale",
+        ),
+        (["--nucleus-diameter", "10"], {}, "needs a model that records the nucleus size"),
+    ],
+)
+def test_bad_nucleus_diameters_exit_2_naming_the_problem(
+    model_path, inputs, tmp_path, capsys, arguments, settings, message
+):
+    components = {"method": "components", "threshold": 0.5, "min_area": 5}
+    sized = model_with_settings(model_path, tmp_path, components, tta=False, **settings)
+    output = tmp_path / "out"
+    assert run(sized, str(inputs / "cells.png"), "-o", str(output), *arguments) == 2
+    error = capsys.readouterr().err
+    assert message in error and "Traceback" not in error
+    assert not output.exists() or not any(output.iterdir())
+
+
+def test_recursive_finds_images_in_subfolders_and_plain_does_not(model_path, inputs, tmp_path):
+    (inputs / "broken.png").unlink()
+    nested = inputs / "plate2" / "well"
+    nested.mkdir(parents=True)
+    (nested / "deep.png").write_bytes((inputs / "cells.png").read_bytes())
+    flat, deep = tmp_path / "flat", tmp_path / "deep"
+    assert run(model_path, str(inputs), "-o", str(flat)) == 0
+    assert run(model_path, str(inputs), "-o", str(deep), "--recursive") == 0
+    assert set(pd.read_csv(flat / "summary.csv").image) == {"cells.png", "camera.tif"}
+    images = pd.read_csv(deep / "summary.csv").set_index("image")
+    assert len(images) == 3 and images.nuclei.sum() == 3 + 4 + 3
+    assert any((deep).rglob("deep_labels.tif"))

@@ -44,6 +44,8 @@ def synthetic_dataset(root):
 
 
 def start_training(tmp_path, epochs):
+    """Start the training notebook in a child process; its output goes to a file (a pipe
+    that nobody reads while polling would fill up and block a chatty child)."""
     profile = tmp_path / f"profile-{epochs}.json"
     profile.write_text(json.dumps({"parameters": {**TINY, "epochs": epochs}}))
     env = {
@@ -54,14 +56,18 @@ def start_training(tmp_path, epochs):
         "UNET_TF_REPORTS_DIR": str(tmp_path / "reports"),
     }
     command = [sys.executable, "-m", "unet_tf.report", "--profile", str(profile)]
-    return subprocess.Popen(
-        [*command, "--only", "02-training"],
-        cwd=config.PROJECT_ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    log = tmp_path / f"output-{epochs}.txt"
+    with log.open("w") as output:
+        run = subprocess.Popen(
+            [*command, "--only", "02-training"],
+            cwd=config.PROJECT_ROOT,
+            env=env,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+    run.output = log  # What the child printed, to read once it is done.
+    return run
 
 
 def test_a_killed_training_run_resumes_from_its_last_complete_epoch(tmp_path):
@@ -76,7 +82,10 @@ def test_a_killed_training_run_resumes_from_its_last_complete_epoch(tmp_path):
         time.sleep(0.2)
     else:
         run.kill()
-        raise AssertionError(f"no checkpoint of epoch 2 appeared:\n{run.stdout.read()[-3000:]}")
+        run.wait()
+        raise AssertionError(
+            f"no checkpoint of epoch 2 appeared:\n{run.output.read_text()[-3000:]}"
+        )
     time.sleep(0.5)  # Into the next epoch.
     # The Jupyter kernel runs in a session of its own: kill it and its parent, as an
     # out-of-memory killer or a power cut would, with no chance to clean up.
@@ -93,8 +102,8 @@ def test_a_killed_training_run_resumes_from_its_last_complete_epoch(tmp_path):
 
     total = killed_at + 2
     rerun = start_training(tmp_path, epochs=total)
-    output, _ = rerun.communicate(timeout=600)
-    assert rerun.returncode == 0, output[-3000:]
+    rerun.wait(timeout=600)
+    assert rerun.returncode == 0, rerun.output.read_text()[-3000:]
     executed = (tmp_path / "reports" / "02-training.ipynb").read_text()
     assert f"resuming after epoch {killed_at}" in executed
     log = pd.read_csv(tmp_path / "models" / "unet.log.csv")
@@ -102,3 +111,4 @@ def test_a_killed_training_run_resumes_from_its_last_complete_epoch(tmp_path):
     record = json.loads((tmp_path / "models" / "unet.json").read_text())
     assert record["epochs_trained"] == total
     assert not resume_dir.exists()  # Cleared once the model is saved.
+

@@ -68,6 +68,17 @@ def _checkpoint(folder, parameters):
     (folder / "latest").write_text("epoch-0001\n")
 
 
+def test_a_refused_resume_leaves_the_precision_policy_as_it_was(tmp_path):
+    import keras
+
+    base = training.TrainingConfig(**TINY, model_name="tiny", precision="float32")
+    _checkpoint(tmp_path / "tiny.resume", asdict(base))
+    changed = replace(base, precision="mixed_bfloat16")
+    with pytest.raises(ValueError, match=r"other parameters.*'precision'"):
+        training.train(changed, data_dir=tmp_path / "none", models_dir=tmp_path)
+    assert keras.mixed_precision.global_policy().name == "float32"
+
+
 OTHER_VALUES = {
     int: lambda value: value * 2 or 3,
     float: lambda value: value + 0.5 if value < 0.5 else value / 2,

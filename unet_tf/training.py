@@ -1240,12 +1240,13 @@ def train(
 
     models_dir = Path(models_dir or paths.MODELS_DIR)
     files = config.paths(models_dir)
+    # Before anything global changes: a refused resume leaves the process as it found it.
+    state = _resume_state(config, files["resume"], resume)
     strategy = get_strategy(config.distribution)
     precision, jit_compile = resolve_speed(config)
     set_precision(precision)
     models_dir.mkdir(parents=True, exist_ok=True)
     keras.utils.set_random_seed(config.seed)
-    state = _resume_state(config, files["resume"], resume)
     dataset = datasets.open_dataset(data_dir or config.dataset, config.window(), config.task)
     initial_epoch = state["epochs_completed"] if state else 0
 
