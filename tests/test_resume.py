@@ -111,4 +111,3 @@ def test_a_killed_training_run_resumes_from_its_last_complete_epoch(tmp_path):
     record = json.loads((tmp_path / "models" / "unet.json").read_text())
     assert record["epochs_trained"] == total
     assert not resume_dir.exists()  # Cleared once the model is saved.
-
