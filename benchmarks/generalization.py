@@ -113,6 +113,11 @@ def parse_overrides(items: list[str]) -> dict:
     return overrides
 
 
+def group_type(group: str) -> str:
+    """The imaging type of a group named by :func:`source_groups`."""
+    return group.split(" ")[0]
+
+
 def enlarged_group(group: str, factor: float) -> str:
     """The name of a held-out group scored at ``factor`` times its size."""
     return f"{group} at {factor:g}x"
@@ -172,8 +177,7 @@ def run_recipe(
     )
     scores = evaluation.score_model(model, samples, settings_used)
     scores["group"] = held_out.loc[scores.image_id].to_numpy()
-    kinds = [held_out[sample[0]].split(" ")[0] for sample in samples]
-    enlarged = [s for s, kind in zip(samples, kinds, strict=True) if kind in ENLARGED_TYPES]
+    enlarged = [s for s in samples if group_type(held_out[s[0]]) in ENLARGED_TYPES]
     if enlarged and enlargements:
         extra = score_enlarged(model, enlarged, settings_used, held_out, enlargements)
         scores = pd.concat([scores, extra], ignore_index=True)
@@ -269,7 +273,7 @@ def main(argv=None) -> int:
     scored = [
         (group, enlarged_group(group, factor) if factor else group)
         for group in groups
-        for factor in [None, *(args.enlarge if group.split(" ")[0] in ENLARGED_TYPES else [])]
+        for factor in [None, *(args.enlarge if group_type(group) in ENLARGED_TYPES else [])]
     ]
     for group, name in scored:
         row = {"held-out group": name, "images": int((held_out == group).sum())}

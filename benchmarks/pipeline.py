@@ -94,8 +94,8 @@ def main(argv=None) -> int:
     print(
         f"\ncrop {args.crop_size}x{args.crop_size}, batch {args.batch_size}, {os.cpu_count()} CPUs"
     )
-    print(f"{'what':<30}{'crops/s':>10}{'x training':>12}")
     print(f"default training path on this machine: {path}")
+    print(f"{'what':<30}{'crops/s':>10}{'x training':>12}")
     print(f"{'training step (default U-Net)':<30}{training_speed:>10.1f}{1.0:>12.1f}")
     for name, rate in rates.items():
         print(f"{'pipeline, ' + name:<30}{rate:>10.1f}{rate / training_speed:>12.1f}")

@@ -79,7 +79,9 @@ def stain_matrix(first_stain=HAEMATOXYLIN, second_stain=EOSIN) -> np.ndarray:
     return np.stack([first, second, third / np.linalg.norm(third)])
 
 
-_HAEMATOXYLIN_OF_DENSITY = np.linalg.inv(stain_matrix())[:, 0].astype(np.float32)
+# Optical density (a row of RGB) times this gives the amounts of the two stains and the
+# residual.
+_STAINS_OF_DENSITY = np.linalg.inv(stain_matrix()).astype(np.float32)
 
 
 def optical_density(image) -> tf.Tensor:
@@ -93,6 +95,12 @@ def optical_density(image) -> tf.Tensor:
     return -tf.math.log(tf.clip_by_value(image, _DARKEST, 1.0))
 
 
+def stain_amounts(image) -> tf.Tensor:
+    """Haematoxylin, eosin and residual amounts of every pixel by colour deconvolution with
+    Ruifrok and Johnston's vectors, ``(..., 3)``."""
+    return tf.tensordot(optical_density(image), tf.constant(_STAINS_OF_DENSITY), 1)
+
+
 def haematoxylin(image) -> tf.Tensor:
     """The haematoxylin density of every pixel by colour deconvolution, ``(...)`` float32.
 
@@ -100,7 +108,7 @@ def haematoxylin(image) -> tf.Tensor:
     (brightfield) images keep their contrast.
     """
     density = optical_density(image)
-    return tf.nn.relu(tf.tensordot(density, tf.constant(_HAEMATOXYLIN_OF_DENSITY), 1))
+    return tf.nn.relu(tf.tensordot(density, tf.constant(_STAINS_OF_DENSITY[:, 0]), 1))
 
 
 def _percentiles(values: tf.Tensor, percents) -> tf.Tensor:
@@ -109,6 +117,23 @@ def _percentiles(values: tf.Tensor, percents) -> tf.Tensor:
     last = tf.cast(tf.shape(ordered)[-1] - 1, tf.float32)
     ranks = tf.cast(tf.round(last * tf.constant(percents, tf.float32) / 100.0), tf.int32)
     return tf.gather(ordered, ranks, axis=-1)
+
+
+def _subsample(images: tf.Tensor) -> tf.Tensor:
+    """Every ``s``-th row and column of a ``(batch, height, width, channels)`` batch, ``s``
+    chosen so that at most ``_SAMPLE_PIXELS`` pixels of each image are kept."""
+    shape = tf.shape(images)
+    pixels = tf.cast(shape[1] * shape[2], tf.float32)
+    stride = tf.cast(tf.math.ceil(tf.sqrt(pixels / _SAMPLE_PIXELS)), tf.int32)
+    # Slicing with a tensor stride forgets the rank, which the colour deconvolution needs.
+    return tf.ensure_shape(images[:, ::stride, ::stride], [None, None, None, images.shape[-1]])
+
+
+def _floored_high(low: tf.Tensor, high: tf.Tensor, top: tf.Tensor) -> tf.Tensor:
+    """``high``, at least a quarter of the way from ``low`` to ``top`` (the maximum): in an
+    image with very few nuclei the high percentile falls in the background, whose noise
+    would otherwise be stretched over the whole range."""
+    return tf.maximum(high, low + 0.25 * (top - low))
 
 
 def _gray(image: tf.Tensor, channel_weights=None) -> tf.Tensor:
@@ -128,11 +153,7 @@ def batch_statistics(
     the exported graph, so that the normalisation cannot differ between the two.
     """
     images = tf.convert_to_tensor(images, tf.float32)
-    shape = tf.shape(images)
-    pixels = tf.cast(shape[1] * shape[2], tf.float32)
-    stride = tf.cast(tf.math.ceil(tf.sqrt(pixels / _SAMPLE_PIXELS)), tf.int32)
-    gray = _gray(images[:, ::stride, ::stride], channel_weights)
-    gray = tf.reshape(gray, [shape[0], -1])
+    gray = tf.reshape(_gray(_subsample(images), channel_weights), [tf.shape(images)[0], -1])
     lower, upper = percentiles
     # One sort serves both polarities: percentile p of the inverted image is one minus
     # percentile 100 - p of the image.
@@ -144,7 +165,7 @@ def batch_statistics(
     low = tf.where(bright_background, 1.0 - low_inverted, low)
     high = tf.where(bright_background, 1.0 - high_inverted, high)
     top = tf.where(bright_background, 1.0 - darkest, brightest)
-    high = tf.maximum(high, low + 0.25 * (top - low))
+    high = _floored_high(low, high, top)
     return tf.stack([tf.cast(bright_background, tf.float32), low, high], axis=-1)
 
 
@@ -216,10 +237,10 @@ def nuclei_bright(
 
 
 def _stretch(values: tf.Tensor, percentiles: tuple[float, float]) -> tf.Tensor:
-    """``[low, high]`` of ``(batch, n)`` values, ``high`` at least a quarter of the way from
-    ``low`` to the maximum (as :func:`batch_statistics` does for the gray value)."""
+    """``[low, high]`` of ``(batch, n)`` values, ``high`` floored as :func:`batch_statistics`
+    floors it for the gray value."""
     low, high, top = tf.unstack(_percentiles(values, [*percentiles, 100.0]), axis=-1)
-    return tf.stack([low, tf.maximum(high, low + 0.25 * (top - low))], axis=-1)
+    return tf.stack([low, _floored_high(low, high, top)], axis=-1)
 
 
 def batch_stain_statistics(
@@ -229,12 +250,7 @@ def batch_stain_statistics(
     values of :func:`batch_statistics` and the haematoxylin density's ``low`` and ``high``.
     """
     images = tf.convert_to_tensor(images, tf.float32)
-    shape = tf.shape(images)
-    pixels = tf.cast(shape[1] * shape[2], tf.float32)
-    stride = tf.cast(tf.math.ceil(tf.sqrt(pixels / _SAMPLE_PIXELS)), tf.int32)
-    # Slicing with a tensor stride forgets the rank, which the colour deconvolution needs.
-    sample = tf.ensure_shape(images[:, ::stride, ::stride], [None, None, None, images.shape[-1]])
-    density = tf.reshape(haematoxylin(sample), [shape[0], -1])
+    density = tf.reshape(haematoxylin(_subsample(images)), [tf.shape(images)[0], -1])
     return tf.concat(
         [
             batch_statistics(images, channel_weights, percentiles),

@@ -543,6 +543,15 @@ def _to_half(image: tf.Tensor, seed, changed: Callable[[], tf.Tensor]) -> tf.Ten
     return tf.cond(_uniform(seed) < 0.5, changed, lambda: image)
 
 
+def _texture(shape: tf.Tensor, sigma: tf.Tensor, seed) -> tf.Tensor:
+    """``(height, width, 1)`` Gaussian noise blurred by ``sigma`` pixels, stretched to
+    [0, 1]: fibres and granules, for the tissue and the stain augmentations."""
+    noise = tf.random.stateless_normal(tf.concat([shape[:2], [1]], 0), seed)
+    texture = _gaussian_blur(noise, sigma)
+    low, high = tf.reduce_min(texture), tf.reduce_max(texture)
+    return (texture - low) / tf.maximum(high - low, 1e-6)
+
+
 def _add_tissue(image: tf.Tensor, strength: float, seed) -> tf.Tensor:
     """Lay a random textured background of brightness up to ``strength`` behind a crop.
 
@@ -556,10 +565,7 @@ def _add_tissue(image: tf.Tensor, strength: float, seed) -> tf.Tensor:
     """
     seeds = tf.random.experimental.stateless_split(seed, 4)
     shape = tf.shape(image)
-    noise = tf.random.stateless_normal(tf.concat([shape[:2], [1]], 0), seeds[0])
-    texture = _gaussian_blur(noise, _uniform(seeds[1], 0.5, 2.0))
-    low, high = tf.reduce_min(texture), tf.reduce_max(texture)
-    texture = (texture - low) / tf.maximum(high - low, 1e-6)
+    texture = _texture(shape, _uniform(seeds[1], 0.5, 2.0), seeds[0])
     texture = tf.pow(texture, _uniform(tf.reverse(seeds[1], [0]), 1.0, 3.0))
     coarse = tf.random.stateless_uniform([1, 5, 5, 1], seeds[2])
     patches = tf.image.resize(coarse, shape[:2], method="bicubic")[0]
@@ -602,10 +608,7 @@ def _paint_stained(image: tf.Tensor, seed) -> tf.Tensor:
     power = tf.exp(_uniform(seeds[0], np.log(0.5), np.log(2.0)))
     haematoxylin = _uniform(seeds[1], 0.5, 1.5) * tf.pow(nuclei, power)
     shape = tf.shape(image)
-    noise = tf.random.stateless_normal(tf.concat([shape[:2], [1]], 0), seeds[2])
-    fibres = _gaussian_blur(noise, _uniform(seeds[3], 0.7, 2.0))
-    low, high = tf.reduce_min(fibres), tf.reduce_max(fibres)
-    fibres = (fibres - low) / tf.maximum(high - low, 1e-6)
+    fibres = _texture(shape, _uniform(seeds[3], 0.7, 2.0), seeds[2])
     coarse = tf.random.stateless_uniform([1, 6, 6, 1], seeds[4])
     patches = tf.image.resize(coarse, shape[:2], method="bicubic")[0]
     patches = tf.clip_by_value((patches - 0.3) * 3.0, 0.0, 1.0)
@@ -628,10 +631,7 @@ def _restain(image: tf.Tensor, seed) -> tf.Tensor:
     colours (:func:`_stain_colours`).
     """
     seeds = tf.random.experimental.stateless_split(seed, 3)
-    density = appearance.optical_density(image)
-    amounts = tf.tensordot(
-        density, tf.constant(np.linalg.inv(appearance.stain_matrix()), tf.float32), 1
-    )
+    amounts = appearance.stain_amounts(image)
     spread = _STAIN_AMOUNT_SPREAD
     scale = tf.random.stateless_uniform([3], seeds[0], 1.0 - spread, 1.0 + spread)
     shift = tf.random.stateless_uniform([3], seeds[1], -spread / 10, spread / 10)
