@@ -61,11 +61,13 @@ def run_report(tmp_path, *args, timeout=900):
     )
 
 
-def printed_outputs(notebook_path) -> list[str]:
+def printed_outputs(notebook_path, streams_only: bool = False) -> list[str]:
     """The text a run notebook's cells printed or returned, one string per output.
 
     Only outputs, never cell sources or metadata: a phrase in the code (or the word
-    ``"outputs": []`` of every cell) cannot stand in for what the notebook showed.
+    ``"outputs": []`` of every cell) cannot stand in for what the notebook showed. With
+    ``streams_only``, only what was printed (a table's plain text, which the HTML shows as
+    a table, is left out).
     """
     import json
 
@@ -73,6 +75,8 @@ def printed_outputs(notebook_path) -> list[str]:
     texts = []
     for cell in notebook["cells"]:
         for output in cell.get("outputs", []):
+            if streams_only and output["output_type"] != "stream":
+                continue
             text = output.get("text") or output.get("data", {}).get("text/plain", "")
             texts.append("".join(text) if isinstance(text, list) else text)
     return texts

@@ -80,11 +80,12 @@ def test_smoke_profile_runs_every_notebook_and_writes_the_reports(tmp_path):
         assert (reports / f"{notebook.stem}.ipynb").is_file()
         # The HTML shows what the notebook printed (an empty notebook's HTML is large too:
         # nbconvert inlines its style sheet).
-        printed = [t.strip() for t in printed_outputs(reports / f"{notebook.stem}.ipynb")]
-        lines = [line for text in printed for line in text.splitlines() if line.strip()]
-        assert lines, f"{notebook.stem} printed nothing"
+        executed = reports / f"{notebook.stem}.ipynb"
+        assert printed_outputs(executed), f"{notebook.stem} showed nothing"
         page = (reports / f"{notebook.stem}.html").read_text(encoding="utf-8")
-        assert html.escape(lines[0].strip(), quote=False) in page, notebook.stem
+        for text in printed_outputs(executed, streams_only=True):
+            first = next((line.strip() for line in text.splitlines() if line.strip()), "")
+            assert html.escape(first, quote=False) in page, (notebook.stem, first)
     # Neither the reports nor the command's output carry TensorFlow's CUDA probes or the
     # kernel's warning about unencrypted TCP (see test_report.py).
     executed = [(reports / f"{nb.stem}.ipynb").read_text() for nb in REPORTED]
