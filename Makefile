@@ -8,7 +8,7 @@ PYTHON := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PROFILE ?= full
 
-.PHONY: help setup data test lint format bench report kaggle clean distclean
+.PHONY: help setup data test test-fast lint format bench report kaggle clean distclean
 
 help: ## Show this help.
 	@echo "unet-tf: U-Net nucleus segmentation on DSB2018. Targets:"
@@ -40,8 +40,11 @@ data: ## Unpack the data of PROFILE into data/raw/ (DSB2018: local zips, else th
 
 # No `data` prerequisite: the tests of the real data skip, saying so, where it is not unpacked
 # (.ci/run runs `make data` first, so CI tests with it).
-test: setup ## Run the test suite (synthetic data; checks of the real data after `make data`).
+test: setup ## Run the whole test suite (synthetic data; checks of the real data after `make data`).
 	$(PYTHON) -m pytest
+
+test-fast: setup ## The tests without the slow ones (no training, notebooks or exports): the loop while coding.
+	$(PYTHON) -m pytest -m "not slow"
 
 lint: setup ## Check code style with ruff.
 	$(PYTHON) -m ruff check .

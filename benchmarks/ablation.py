@@ -16,6 +16,11 @@ counts is the difference between rows. Writes ``reports/ablation.json`` and prin
 Markdown table::
 
     .venv/bin/python benchmarks/ablation.py [--epochs 7] [--reuse] [--only default ...]
+
+``--quick`` is a smoke run (the tests use it): every recipe with the training parameters of
+the smoke profile (``notebooks/profiles/smoke.json``: a tiny U-Net, a few images, two epochs
+of two steps), into ``reports/ablation-quick.json`` and ``models/ablation-quick/``, so
+that it never mixes with the real table.
 """
 
 import argparse
@@ -26,7 +31,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from unet_tf import config, evaluation, files, training
+from unet_tf import config, evaluation, files, report, training
 
 # Each piece and the value that turns it off (the defaults up to commit b04157f).
 PIECES = {
@@ -82,11 +87,20 @@ def unscaled_results(tuning: evaluation.Tuning) -> pd.DataFrame:
     return tuning.results[step.name]
 
 
-def run(name: str, change: dict, epochs: int, models_dir: Path, max_images: int, reuse: bool):
-    """Train one recipe (or, with ``reuse``, take the model of a finished run of it), tune it
-    on the validation split, and return its table rows."""
+def run(
+    name: str,
+    change: dict,
+    epochs: int,
+    models_dir: Path,
+    max_images: int,
+    reuse: bool,
+    base: training.TrainingConfig | None = None,
+):
+    """Train one recipe, ``base`` (by default the default recipe) with ``change`` (or, with
+    ``reuse``, take the model of a finished run of it), tune it on the validation split, and
+    return its table rows."""
     recipe = replace(
-        training.TrainingConfig(),
+        base or training.TrainingConfig(),
         **change,
         epochs=epochs,
         max_minutes=NO_TIME_LIMIT,
@@ -109,22 +123,35 @@ def run(name: str, change: dict, epochs: int, models_dir: Path, max_images: int,
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--epochs", type=int, default=7, help="epochs per recipe (the budget)")
+    parser.add_argument(
+        "--epochs", type=int, help="epochs per recipe (the budget; default 7, or the smoke's)"
+    )
     parser.add_argument("--only", nargs="*", choices=list(RECIPES), help="recipes to run")
-    parser.add_argument("--max-images", type=int, default=0, help="images per split (0: all)")
+    parser.add_argument(
+        "--max-images", type=int, help="images per split (default all, or the smoke's)"
+    )
     parser.add_argument(
         "--reuse", action="store_true", help="score models of finished runs again, untrained"
     )
+    parser.add_argument(
+        "--quick", action="store_true", help="smoke run: the smoke profile's tiny recipe"
+    )
     args = parser.parse_args(argv)
 
-    models_dir = config.MODELS_DIR / "ablation"
-    output = config.REPORTS_DIR / "ablation.json"
+    base = report.training_config("smoke") if args.quick else training.TrainingConfig()
+    if args.epochs is None:
+        args.epochs = base.epochs if args.quick else 7
+    if args.max_images is None:
+        args.max_images = base.max_images
+    stem = "ablation-quick" if args.quick else "ablation"
+    models_dir = config.MODELS_DIR / stem
+    output = config.REPORTS_DIR / f"{stem}.json"
     # Rows of earlier runs of other recipes are kept, so the table can be built in parts.
     previous = json.loads(output.read_text()) if output.exists() else {}
     rows = [r for r in previous.get("rows", []) if previous.get("epochs") == args.epochs]
     for name in args.only or DEFAULT_RUN:
         rows = [r for r in rows if r["recipe"] != name]
-        rows += run(name, RECIPES[name], args.epochs, models_dir, args.max_images, args.reuse)
+        rows += run(name, RECIPES[name], args.epochs, models_dir, args.max_images, args.reuse, base)
         files.write_json(output, {"epochs": args.epochs, "rows": rows})
         print(f"{name}: done", flush=True)
     order = {name: i for i, name in enumerate(RECIPES)}

@@ -21,6 +21,11 @@ default) and scores that specialist on the same images. Writes
 
     .venv/bin/python benchmarks/error_anatomy.py [--model models/unet.keras]
         [--training-images 25] [--specialist-minutes 15] [--max-images 0]
+
+``--quick`` is a smoke run of every part (the tests use it): as many validation images as
+the smoke profile takes (``notebooks/profiles/smoke.json``), one training image per type,
+and a specialist fine-tuned for one epoch of the smoke's steps, batch and crop size, into
+``reports/error_anatomy-quick.json`` and ``models/error_anatomy-quick/``.
 """
 
 import argparse
@@ -39,6 +44,7 @@ from unet_tf import (
     metrics,
     postprocess,
     predict,
+    report,
     training,
 )
 
@@ -148,11 +154,11 @@ def training_samples(index: pd.DataFrame, per_type: int, exclude: set[str]) -> l
 
 
 def fine_tune_specialist(
-    index: pd.DataFrame, model_path: Path, kind: str, minutes: float, models_dir: Path
+    index: pd.DataFrame, model_path: Path, kind: str, minutes: float, models_dir: Path, **changes
 ) -> Path:
     """Fine-tune the model on the training images of one imaging type alone (validated on
     that type's validation images; ``index`` of ``data.build_index``) and return the
-    specialist's path."""
+    specialist's path. ``changes`` go to ``training.fine_tune`` (``epochs``, say)."""
     kept = set(index.image_id[index.imaging_type == kind])
     validation = kept & set(data.load_ids(config.VALIDATION_IDS))
     result = training.fine_tune(
@@ -163,6 +169,7 @@ def fine_tune_specialist(
         model_name=f"specialist-{kind}",
         max_minutes=minutes,
         learning_rate=3e-4,
+        **changes,
     )
     return result.paths["model"]
 
@@ -170,17 +177,41 @@ def fine_tune_specialist(
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path, default=config.MODELS_DIR / "unet.keras")
-    parser.add_argument("--max-images", type=int, default=0, help="validation images (0: all)")
     parser.add_argument(
-        "--training-images", type=int, default=0, help="training images per type to score too"
+        "--max-images", type=int, help="validation images (default all, or the smoke's)"
     )
     parser.add_argument(
-        "--specialist-minutes", type=float, default=0.0, help="fine-tune a specialist (0: no)"
+        "--training-images", type=int, help="training images per type to score too (default 0)"
+    )
+    parser.add_argument(
+        "--specialist-minutes", type=float, help="fine-tune a specialist (default 0: no)"
     )
     parser.add_argument("--specialist-type", default="stained", help="its imaging type")
+    parser.add_argument(
+        "--quick", action="store_true", help="smoke run: few images, a one-epoch specialist"
+    )
     args = parser.parse_args(argv)
+    changes, defaults = {}, {"max_images": 0, "training_images": 0, "specialist_minutes": 0.0}
+    if args.quick:
+        smoke = report.training_config("smoke")
+        # One epoch of the smoke's batches, not its network: the model's architecture stays.
+        changes = {
+            "epochs": 1,
+            "steps_per_epoch": smoke.steps_per_epoch,
+            "batch_size": smoke.batch_size,
+            "crop_size": smoke.crop_size,
+        }
+        defaults = {
+            "max_images": smoke.max_images,
+            "training_images": 1,
+            "specialist_minutes": smoke.max_minutes,
+        }
+    for name, value in defaults.items():
+        if getattr(args, name) is None:
+            setattr(args, name, value)
     if args.training_images < 0 or args.specialist_minutes < 0:
         parser.error("--training-images and --specialist-minutes must not be negative")
+    stem = "error_anatomy-quick" if args.quick else "error_anatomy"
 
     net, settings, _ = predict.load_model_and_settings(args.model)
     validation = evaluation.validation_samples(args.max_images)
@@ -197,7 +228,8 @@ def main(argv=None) -> int:
             args.model,
             args.specialist_type,
             args.specialist_minutes,
-            config.MODELS_DIR / "error_anatomy",
+            config.MODELS_DIR / stem,
+            **changes,
         )
         # The specialist is scored with the model's tuned settings: a fair comparison of
         # the two networks, not of two tunings.
@@ -214,7 +246,7 @@ def main(argv=None) -> int:
     table = summary(pd.concat(frames, ignore_index=True))
     print(evaluation.markdown_table(table))
     files.write_json(
-        config.REPORTS_DIR / "error_anatomy.json",
+        config.REPORTS_DIR / f"{stem}.json",
         {
             "model": config.portable(args.model),
             "settings": settings,

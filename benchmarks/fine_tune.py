@@ -14,6 +14,11 @@ prints a Markdown table::
 
 The budget is in epochs of 50 batches, so the result does not depend on what else the CPU
 runs; the minutes it took are recorded.
+
+``--quick`` is a smoke run (the tests use it): 2 images, one epoch of the smoke profile's
+steps, batch and crop size (``notebooks/profiles/smoke.json``), and as many images scored as
+that profile takes, into ``reports/fine_tune-quick.json`` and ``models/fine_tune-quick/``,
+so that it never mixes with the real results.
 """
 
 import argparse
@@ -24,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from unet_tf import config, data, evaluation, files, predict, training
+from unet_tf import config, data, evaluation, files, predict, report, training
 
 BASE = config.MODELS_DIR / "generalization" / "generalization-default.keras"
 
@@ -39,11 +44,36 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--base", type=Path, default=BASE, help="the model to fine-tune")
     parser.add_argument("--group", default="stained 320x256", help="the held-out group")
-    parser.add_argument("--images", type=int, default=5, help="annotated images to train on")
-    parser.add_argument("--epochs", type=int, default=3, help="fine-tuning budget")
+    parser.add_argument(
+        "--images", type=int, help="annotated images to train on (default 5, quick 2)"
+    )
+    parser.add_argument("--epochs", type=int, help="fine-tuning budget (default 3, quick 1)")
     parser.add_argument("--learning-rate", type=float, default=3e-4, help="peak learning rate")
     parser.add_argument("--seed", type=int, default=2018, help="which images are picked")
+    parser.add_argument(
+        "--max-images",
+        type=int,
+        help="images scored, of the group and of the validation split (default all, or the "
+        "smoke profile's)",
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="smoke run: few images, the smoke profile's steps"
+    )
     args = parser.parse_args(argv)
+    changes, defaults = {}, {"images": 5, "epochs": 3, "max_images": 0}
+    if args.quick:
+        smoke = report.training_config("smoke")
+        # The smoke's batches, not its network: the base model's architecture stays.
+        changes = {
+            "steps_per_epoch": smoke.steps_per_epoch,
+            "batch_size": smoke.batch_size,
+            "crop_size": smoke.crop_size,
+        }
+        defaults = {"images": 2, "epochs": 1, "max_images": smoke.max_images}
+    for name, value in defaults.items():
+        if getattr(args, name) is None:
+            setattr(args, name, value)
+    stem = "fine_tune-quick" if args.quick else "fine_tune"
 
     base_record = training.read_run_record(args.base.with_suffix(".json"))
     if not base_record.get("excluded_ids"):
@@ -60,8 +90,10 @@ def main(argv=None) -> int:
     tune_ids = sorted(picked[: args.images])
     check_ids = sorted(picked[args.images : args.images + 2])
     rest = sorted(picked[args.images + 2 :])
+    if args.max_images:
+        rest = rest[: args.max_images]
 
-    models_dir = config.MODELS_DIR / "fine_tune"
+    models_dir = config.MODELS_DIR / stem
     started = time.monotonic()
     result = training.fine_tune(
         args.base,
@@ -71,6 +103,7 @@ def main(argv=None) -> int:
         epochs=args.epochs,
         max_minutes=24 * 60.0,
         learning_rate=args.learning_rate,
+        **changes,
     )
     minutes = (time.monotonic() - started) / 60
     tuned_record = training.read_run_record(result.paths["record"])
@@ -80,7 +113,9 @@ def main(argv=None) -> int:
     tuned_settings = {**settings, "nucleus_diameter": tuned_record["nucleus_diameter"]}
     group_samples = data.load_samples(config.TRAIN_DIR, ids=rest, cache_dir=config.LABEL_CACHE)
     validation = [
-        s for s in evaluation.validation_samples() if s[0] not in set(base_record["excluded_ids"])
+        s
+        for s in evaluation.validation_samples(args.max_images)
+        if s[0] not in set(base_record["excluded_ids"])
     ]
     rows = []
     for name, path, used in (
@@ -100,7 +135,7 @@ def main(argv=None) -> int:
     table = pd.DataFrame(rows)
     print(evaluation.markdown_table(table))
     files.write_json(
-        config.REPORTS_DIR / "fine_tune.json",
+        config.REPORTS_DIR / f"{stem}.json",
         {
             "group": args.group,
             "fine_tuning_ids": tune_ids,

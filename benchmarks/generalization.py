@@ -25,6 +25,11 @@ in a stain it never saw at a size it never saw.
 ``--candidate NAME=VALUE ...`` adds a recipe, the default with some parameters changed,
 trained and scored the same way: how a new piece is judged before it becomes the default
 (``--reuse`` then scores the finished recipes again and trains only the new one).
+
+``--quick`` is a smoke run (the tests use it): every recipe with the training parameters of
+the smoke profile (``notebooks/profiles/smoke.json``: a tiny U-Net, a few images, two epochs
+of two steps), tuned on as few validation images, into ``reports/generalization-quick.json``
+and ``models/generalization-quick/``, so that it never mixes with the real results.
 """
 
 import argparse
@@ -35,7 +40,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from unet_tf import config, data, evaluation, files, inference, training
+from unet_tf import config, data, evaluation, files, inference, report, training
 
 # The recipe before the generalization work (the defaults up to commit b04157f).
 PREVIOUS = {
@@ -147,14 +152,19 @@ def run_recipe(
     max_images,
     reuse,
     enlargements=ENLARGEMENTS,
+    base=None,
+    scored_ids=None,
 ):
-    """Train one recipe without the held-out images, tune it, and score it per group.
+    """Train one recipe, ``base`` (by default the default recipe) with ``settings``,
+    without the held-out images, tune it, and score it per group.
 
     With ``rescale`` images are rescaled at inference to the training nucleus size. With
     ``reuse`` a model a finished run of the same recipe left is scored again instead. The
     held-out groups of ``ENLARGED_TYPES`` are scored again at each of ``enlargements``.
+    ``scored_ids`` are the held-out images scored (by default all).
     """
-    recipe = replace(training.TrainingConfig(), **settings, max_minutes=minutes, model_name=name)
+    base = base or training.TrainingConfig()
+    recipe = replace(base, **settings, max_minutes=minutes, model_name=name)
     excluded = list(held_out.index)
     model, record = training.train_or_reuse(
         recipe, models_dir, reuse, validation_ids=validation_file, exclude_ids=excluded
@@ -173,7 +183,9 @@ def run_recipe(
         "nucleus_diameter": diameter,
     }
     samples = data.load_samples(
-        config.TRAIN_DIR, ids=list(held_out.index), cache_dir=config.LABEL_CACHE
+        config.TRAIN_DIR,
+        ids=list(held_out.index if scored_ids is None else scored_ids),
+        cache_dir=config.LABEL_CACHE,
     )
     scores = evaluation.score_model(model, samples, settings_used)
     scores["group"] = held_out.loc[scores.image_id].to_numpy()
@@ -193,10 +205,14 @@ def run_recipe(
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--minutes", type=float, default=15.0, help="training budget per recipe")
+    parser.add_argument(
+        "--minutes", type=float, help="training budget per recipe (default 15, or the smoke's)"
+    )
     parser.add_argument("--groups", nargs="*", help="groups to hold out (default: one per type)")
     parser.add_argument("--largest", type=int, default=40, help="largest group chosen by default")
-    parser.add_argument("--max-images", type=int, default=0, help="validation images (0: all)")
+    parser.add_argument(
+        "--max-images", type=int, help="validation images (default all, or the smoke's)"
+    )
     parser.add_argument(
         "--enlarge",
         type=float,
@@ -222,7 +238,24 @@ def main(argv=None) -> int:
         metavar="RECIPE",
         help=f"run only these of {[name for name, _, _ in RECIPES]} (the candidates always run)",
     )
+    parser.add_argument(
+        "--max-scored",
+        type=int,
+        help="held-out images scored per group (default all, or the smoke's max_images); "
+        "the whole group is held out all the same",
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="smoke run: the smoke profile's tiny recipe"
+    )
     args = parser.parse_args(argv)
+    base = report.training_config("smoke") if args.quick else training.TrainingConfig()
+    if args.minutes is None:
+        args.minutes = base.max_minutes if args.quick else 15.0
+    if args.max_images is None:
+        args.max_images = base.max_images
+    if args.max_scored is None:
+        args.max_scored = base.max_images
+    stem = "generalization-quick" if args.quick else "generalization"
     try:
         candidates = [parse_overrides(items) for items in args.candidate or []]
     except ValueError as error:
@@ -242,9 +275,11 @@ def main(argv=None) -> int:
         return 2
     held_out = index[index.group.isin(groups)].set_index("image_id").group
     print(f"holding out {len(held_out)} images: {held_out.value_counts().to_dict()}", flush=True)
+    # The first images of each group (in id order) when not all are scored.
+    scored = held_out.groupby(held_out, sort=False).head(args.max_scored or len(held_out))
 
     results = {}
-    models_dir = config.MODELS_DIR / "generalization"
+    models_dir = config.MODELS_DIR / stem
     with tempfile.TemporaryDirectory() as folder:
         # The held-out groups leave the validation split too: no model may see them.
         validation_file = Path(folder) / "validation_ids.txt"
@@ -266,17 +301,19 @@ def main(argv=None) -> int:
                 args.max_images,
                 args.reuse,
                 args.enlarge,
+                base,
+                scored.index,
             )
             print(f"{name}: {results[name]['groups']}", flush=True)
 
     rows = []
-    scored = [
+    names = [
         (group, enlarged_group(group, factor) if factor else group)
         for group in groups
         for factor in [None, *(args.enlarge if group_type(group) in ENLARGED_TYPES else [])]
     ]
-    for group, name in scored:
-        row = {"held-out group": name, "images": int((held_out == group).sum())}
+    for group, name in names:
+        row = {"held-out group": name, "images": int((scored == group).sum())}
         for recipe, result in results.items():
             row[f"{recipe} DSB"] = result["groups"][name]["dsb_score"]
             row[f"{recipe} F1@0.5"] = result["groups"][name]["f1"]
@@ -288,7 +325,7 @@ def main(argv=None) -> int:
         rows.append(row)
     print(evaluation.markdown_table(pd.DataFrame(rows)))
     files.write_json(
-        config.REPORTS_DIR / "generalization.json",
+        config.REPORTS_DIR / f"{stem}.json",
         {
             "minutes": args.minutes,
             "groups": groups,

@@ -7,7 +7,11 @@ child's resident memory every 0.2 s. The nuclei found are compared with the disc
 (count, and how many discs hold exactly one nucleus), including the discs on block seams.
 Writes ``reports/large_image.json`` and prints a Markdown table::
 
-    .venv/bin/python benchmarks/large_image.py [--sizes 6000 16000] [--tta]
+    .venv/bin/python benchmarks/large_image.py [--sizes 6000 16000] [--tta] [--model M]
+
+``--quick`` is a smoke run (the tests use it): one 1200-pixel image cut into 512-pixel
+blocks (``predict --block-size``), so that it goes the large-image way, seams and all, in
+seconds; into ``reports/large_image-quick.json``.
 """
 
 import argparse
@@ -26,6 +30,7 @@ from unet_tf import config, files, large
 # One disc per 30-pixel cell: 2048-pixel blocks are not a multiple of it, so discs lie across
 # every block seam.
 SPACING = 30
+QUICK_SIZE, QUICK_BLOCK = 1200, 512
 
 
 def draw(size: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -56,7 +61,11 @@ def draw(size: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     return image, np.asarray(centres)
 
 
-def run(size: int, tta: bool, workdir: Path) -> dict:
+def run(
+    size: int, tta: bool, workdir: Path, model: Path | None = None, block_size: int | None = None
+) -> dict:
+    """Draw a ``size`` mosaic, segment it with ``predict`` in a child process (with
+    ``model`` and ``block_size`` where given, else predict's defaults) and return its row."""
     image, centres = draw(size)
     path = workdir / f"mosaic_{size}.tif"
     tifffile.imwrite(path, image, tile=(512, 512), compression="zlib")
@@ -75,6 +84,10 @@ def run(size: int, tta: bool, workdir: Path) -> dict:
     ]
     if not tta:
         command.append("--no-tta")
+    if model is not None:
+        command += ["--model", str(model)]
+    if block_size is not None:
+        command += ["--block-size", str(block_size)]
     started = time.monotonic()
     # The child's messages go to a file: a pipe nobody reads while polling could fill up.
     log = workdir / f"predict_{size}.log"
@@ -96,7 +109,7 @@ def run(size: int, tta: bool, workdir: Path) -> dict:
     # centre lies in.
     values, counts = np.unique(found[found > 0], return_counts=True)
     single = int(np.isin(found, values[counts == 1]).sum())
-    spans = large.spans(size, large.BLOCK_SIZE, 128)
+    spans = large.spans(size, block_size or large.BLOCK_SIZE, 128)
     seams = [start for start, _, _, _ in spans[1:]]
     near_seam = np.zeros(len(centres), bool)
     for seam in seams:
@@ -118,15 +131,25 @@ def run(size: int, tta: bool, workdir: Path) -> dict:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", type=int, nargs="*", default=[6000, 16000])
+    parser.add_argument("--sizes", type=int, nargs="*", help="default 6000 16000")
     parser.add_argument("--tta", action="store_true", help="with test-time augmentation")
+    parser.add_argument("--model", type=Path, help="the model (default: predict's)")
+    parser.add_argument("--block-size", type=int, help="predict's --block-size (default: its)")
+    parser.add_argument(
+        "--quick", action="store_true", help=f"smoke run: {QUICK_SIZE} pixels, {QUICK_BLOCK} blocks"
+    )
     args = parser.parse_args(argv)
+    if args.sizes is None:
+        args.sizes = [QUICK_SIZE] if args.quick else [6000, 16000]
+    if args.block_size is None and args.quick:
+        args.block_size = QUICK_BLOCK
     rows = []
     with tempfile.TemporaryDirectory(prefix="large-image.") as scratch:
         for size in args.sizes:
-            rows.append(run(size, args.tta, Path(scratch)))
+            rows.append(run(size, args.tta, Path(scratch), args.model, args.block_size))
             print(rows[-1], flush=True)
-    files.write_json(config.REPORTS_DIR / "large_image.json", {"rows": rows})
+    name = "large_image-quick.json" if args.quick else "large_image.json"
+    files.write_json(config.REPORTS_DIR / name, {"rows": rows})
     print(
         "| side | TTA | discs | nuclei | found once | on seams (found once) | minutes | peak GB |"
     )

@@ -7,6 +7,10 @@ model that works at any magnification scores about the same at every factor. Wri
 ``reports/scale_check.json`` and prints a Markdown table::
 
     .venv/bin/python benchmarks/scale_check.py [--model models/unet.keras] [--max-images 0]
+
+``--quick`` is a smoke run (the tests use it): as many validation images as the smoke
+profile takes (``notebooks/profiles/smoke.json``), at half and double size, without TTA,
+into ``reports/scale_check-quick.json``.
 """
 
 import argparse
@@ -15,18 +19,32 @@ from pathlib import Path
 
 import pandas as pd
 
-from unet_tf import config, evaluation, files, inference, predict
+from unet_tf import config, evaluation, files, inference, predict, report
 
 FACTORS = (0.5, 1.0, 2.0, 4.0)
+QUICK_FACTORS = (0.5, 2.0)
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path, default=config.MODELS_DIR / "unet.keras")
-    parser.add_argument("--max-images", type=int, default=0, help="validation images (0: all)")
-    parser.add_argument("--factors", type=float, nargs="*", default=list(FACTORS))
+    parser.add_argument(
+        "--max-images", type=int, help="validation images (default all, or the smoke's)"
+    )
+    parser.add_argument(
+        "--factors", type=float, nargs="*", help=f"default {FACTORS}, quick {QUICK_FACTORS}"
+    )
     parser.add_argument("--no-tta", action="store_true", help="skip test-time augmentation")
+    parser.add_argument(
+        "--quick", action="store_true", help="smoke run: few images, two factors, no TTA"
+    )
     args = parser.parse_args(argv)
+    if args.quick:
+        args.no_tta = True
+    if args.factors is None:
+        args.factors = list(QUICK_FACTORS if args.quick else FACTORS)
+    if args.max_images is None:
+        args.max_images = report.training_config("smoke").max_images if args.quick else 0
 
     net, settings, _ = predict.load_model_and_settings(args.model)
     if not settings.get("nucleus_diameter"):
@@ -76,7 +94,7 @@ def main(argv=None) -> int:
     table = pd.DataFrame(rows)
     print(evaluation.markdown_table(table))
     files.write_json(
-        config.REPORTS_DIR / "scale_check.json",
+        config.REPORTS_DIR / ("scale_check-quick.json" if args.quick else "scale_check.json"),
         {"model": args.model.name, "images": len(samples), "tta": settings["tta"], "rows": rows},
     )
     return 0

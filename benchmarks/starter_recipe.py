@@ -8,6 +8,10 @@ training, and scored on the same validation split with the same metric, so the t
 stand side by side. Writes ``reports/starter_recipe.json``.
 
     .venv/bin/python benchmarks/starter_recipe.py [--minutes 42] [--max-images 0]
+
+``--quick`` is a smoke run (the tests use it): one epoch on as many images as the smoke
+profile takes (``notebooks/profiles/smoke.json``), scored on as many validation images, into
+``reports/starter_recipe-quick.json``.
 """
 
 import argparse
@@ -18,7 +22,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from unet_tf import config, data, evaluation, files, model, training
+from unet_tf import config, data, evaluation, files, model, report, training
 
 SIZE = 128
 
@@ -38,10 +42,15 @@ def starter_model() -> keras.Model:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--minutes", type=float, default=42.0, help="training wall-time budget")
-    parser.add_argument("--epochs", type=int, default=1000, help="upper bound on epochs")
-    parser.add_argument("--max-images", type=int, default=0, help="0 means all")
+    parser.add_argument("--epochs", type=int, help="upper bound on epochs (default 1000, quick 1)")
+    parser.add_argument("--max-images", type=int, help="default all, or the smoke's")
     parser.add_argument("--seed", type=int, default=2018)
+    parser.add_argument("--quick", action="store_true", help="smoke run: one epoch, few images")
     args = parser.parse_args(argv)
+    if args.epochs is None:
+        args.epochs = 1 if args.quick else 1000
+    if args.max_images is None:
+        args.max_images = report.training_config("smoke").max_images if args.quick else 0
 
     keras.utils.set_random_seed(args.seed)
     train_ids, _ = data.train_validation_ids(config.TRAIN_DIR, config.VALIDATION_IDS)
@@ -92,7 +101,8 @@ def main(argv=None) -> int:
         "epochs_trained": len(history.history["loss"]),
         "training_minutes": round(minutes, 2),
     }
-    files.write_json(config.REPORTS_DIR / "starter_recipe.json", result)
+    name = "starter_recipe-quick.json" if args.quick else "starter_recipe.json"
+    files.write_json(config.REPORTS_DIR / name, result)
     print(result)
     return 0
 

@@ -7,7 +7,8 @@ Measured on synthetic data, so no dataset is needed:
   taken as three forward passes: forward, and twice that for the backward pass);
 - training throughput of the default recipe (two output channels, BCE + Dice, the pixel
   metrics) on 256x256 crops, in crops/s and Mpx/s and as a share of the matmul rate, with
-  XLA (the default of ``02-training``) and without;
+  XLA and without, in float32 and mixed precision; the path ``train`` takes on this machine
+  (``precision="auto"``, see ``unet_tf.training.resolve_speed``) is named as the default;
 - full-resolution inference throughput (``unet_tf.inference.predict_full`` on a 1024x1024
   image) with the default 1024-pixel tiles, with the former 512-pixel tiles, and with TTA;
 - post-processing (the tuned watershed and the others) and run-length encoding of a
@@ -21,6 +22,11 @@ Measured on synthetic data, so no dataset is needed:
 Writes ``reports/benchmarks.json``::
 
     .venv/bin/python benchmarks/throughput.py [--quick]
+
+``--quick`` takes fewer steps and repeats (a rough check). With ``--crop 64 --batch 2
+--side 256 --test-images 1 --variants`` as well (small crops, batches and images, the
+default training path alone) it is the tests' smoke run (then write it elsewhere:
+``UNET_TF_REPORTS_DIR``).
 """
 
 import argparse
@@ -114,7 +120,15 @@ def fit_rate(net: keras.Model, dataset, batch: int, steps: int, warmup: int = 3)
     about 10 s and hid real differences.
     """
     timer = StepTimes()
-    net.fit(dataset, steps_per_epoch=warmup + steps, epochs=1, verbose=0, callbacks=[timer])
+    # A dataset cannot be shuffled by Keras (it warns when asked to).
+    net.fit(
+        dataset,
+        steps_per_epoch=warmup + steps,
+        epochs=1,
+        verbose=0,
+        callbacks=[timer],
+        shuffle=False,
+    )
     return steps * batch / (timer.times[-1] - timer.times[warmup - 1])
 
 
@@ -125,6 +139,16 @@ def training_rate(net: keras.Model, side: int, batch: int, steps: int) -> float:
     targets = (rng.random((batch, side, side, net.output_shape[-1])) > 0.5).astype(np.float32)
     dataset = tf.data.Dataset.from_tensors((images, targets)).repeat()
     return fit_rate(net, dataset, batch, steps)
+
+
+def variant_name(precision: str, jit_compile: bool) -> str:
+    """The name of a training variant: ``xla``, ``no_xla``, ``xla_mixed_bfloat16`` ...
+
+    >>> variant_name("mixed_bfloat16", False)
+    'no_xla_mixed_bfloat16'
+    """
+    name = "xla" if jit_compile else "no_xla"
+    return name if precision == "float32" else f"{name}_{precision}"
 
 
 def default_recipe(jit_compile: bool) -> keras.Model:
@@ -238,13 +262,35 @@ def starter_rate(side: int = 128, batch: int = 16, steps: int = 20) -> dict:
     }
 
 
+# The training variants timed by default: (XLA, precision).
+VARIANTS = (
+    (True, "float32"),
+    (False, "float32"),
+    (True, "mixed_bfloat16"),
+    (True, "mixed_float16"),
+)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer steps (a rough check)")
     parser.add_argument("--crop", type=int, default=256)
     parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--side", type=int, default=1024, help="inference image side")
+    parser.add_argument(
+        "--variants",
+        nargs="*",
+        choices=[variant_name(precision, jit) for jit, precision in VARIANTS],
+        help="training variants timed (default all; the default path is always timed)",
+    )
+    parser.add_argument(
+        "--test-images", type=int, help="stage1_test images submitted (default all, quick 8)"
+    )
     args = parser.parse_args(argv)
     steps, repeats = (5, 1) if args.quick else (30, 3)
+    if args.test_images is None:
+        args.test_images = 8 if args.quick else 0
+    side = args.side
 
     gflops = matmul_gflops(seconds=1.0 if args.quick else 3.0)
     print(f"matmul float32 (n=1024): {gflops:.1f} GFLOP/s", flush=True)
@@ -255,13 +301,20 @@ def main(argv=None) -> int:
         return mpx_per_s * 1e6 * passes * flops / (gflops * 1e9)
 
     train_rates = {}
-    variants = (
-        ("xla", True, "float32", steps),
-        ("no_xla", False, "float32", steps),
-        ("xla_mixed_bfloat16", True, "mixed_bfloat16", max(3, steps // 3)),
-        ("xla_mixed_float16", True, "mixed_float16", max(3, steps // 3)),
-    )
-    for name, jit_compile, precision, variant_steps in variants:
+    variants = [
+        # Mixed precision is slow on most CPUs: fewer steps.
+        (jit, precision, steps if precision == "float32" else max(3, steps // 3))
+        for jit, precision in VARIANTS
+        if args.variants is None or variant_name(precision, jit) in args.variants
+    ]
+    # The path train() takes here (bfloat16 without XLA on CPUs with AMX units): timed
+    # too, with the full steps, where it is none of the others.
+    default_precision, default_jit = training.resolve_speed(training.TrainingConfig())
+    default_path = variant_name(default_precision, default_jit)
+    if default_path not in [variant_name(p, j) for j, p, _ in variants]:
+        variants.insert(0, (default_jit, default_precision, steps))
+    for jit_compile, precision, variant_steps in variants:
+        name = variant_name(precision, jit_compile)
         training.set_precision(precision)
         net = default_recipe(jit_compile)
         crops = training_rate(net, args.crop, args.batch, variant_steps)
@@ -270,8 +323,10 @@ def main(argv=None) -> int:
             "crops_per_s": crops,
             "mpx_per_s": mpx,
             "share_of_matmul": share(mpx, 3),
+            "default_path": name == default_path,
         }
-        print(f"training, {name}: {crops:.2f} crops/s, {share(mpx, 3):.0%}", flush=True)
+        marker = " (the default training path here)" if name == default_path else ""
+        print(f"training, {name}: {crops:.2f} crops/s, {share(mpx, 3):.0%}{marker}", flush=True)
     training.set_precision("float32")
     net = default_recipe(True)
 
@@ -281,16 +336,16 @@ def main(argv=None) -> int:
         ("tile_512", 512, False),
         ("tile_1024_tta", 1024, True),
     ):
-        mpx = inference_rate(net, 1024, tta, 1 if tta else repeats, tile_size)
+        mpx = inference_rate(net, side, tta, 1 if tta else repeats, tile_size)
         inferring[name] = {
             "mpx_per_s": mpx,
             "share_of_matmul": share(mpx * (len(inference.DIHEDRAL) if tta else 1), 1),
         }
-        print(f"inference 1024x1024, {name}: {mpx:.3f} Mpx/s", flush=True)
+        print(f"inference {side}x{side}, {name}: {mpx:.3f} Mpx/s", flush=True)
 
     post = postprocess_seconds(repeats)
     print(f"post-processing and RLE: {post}", flush=True)
-    whole = submission_seconds(max_images=8 if args.quick else 0)
+    whole = submission_seconds(max_images=args.test_images)
     print(f"stage1_test submission: {whole}", flush=True)
 
     starter = starter_rate(steps=steps * 2)
@@ -306,7 +361,8 @@ def main(argv=None) -> int:
             "crop": args.crop,
             "batch": args.batch,
             "training": train_rates,
-            "inference_1024x1024": inferring,
+            "training_default_path": default_path,
+            f"inference_{side}x{side}": inferring,
         },
         "postprocess_and_rle_1024x1024_300_nuclei": post,
         "stage1_test_submission": whole,
@@ -316,7 +372,7 @@ def main(argv=None) -> int:
             "training_share_of_matmul": starter_share,
         },
         "ratios": {
-            "training_mpx_default_over_starter": train_rates["xla"]["mpx_per_s"]
+            "training_mpx_default_over_starter": train_rates[default_path]["mpx_per_s"]
             / starter["training_mpx_per_s"],
         },
         "peak_rss_mb": peak_mb,

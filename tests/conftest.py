@@ -13,7 +13,10 @@ import pytest
 from PIL import Image
 
 # A U-Net small enough to train in seconds: the training parameters the tests share.
+# The precision is pinned: "auto" would take another code path on CPUs with AMX units
+# (test_train runs each path explicitly).
 TINY_TRAINING = {
+    "precision": "float32",
     "epochs": 2,
     "steps_per_epoch": 2,
     "batch_size": 2,
@@ -22,6 +25,44 @@ TINY_TRAINING = {
     "base_filters": 4,
     "max_minutes": 5.0,
 }
+
+
+def pytest_addoption(parser):
+    parser.addoption(
+        "--order",
+        default="file",
+        help="order of the tests: 'file' (as written), 'reversed', or 'random' / "
+        "'random:SEED' (shuffled; the seed is printed so that a failing order can be re-run)",
+    )
+
+
+def pytest_collection_modifyitems(config, items):
+    """Run the tests in the order ``--order`` asks for: a test that passes only after
+    another one (a global left set, a file left behind) fails in another order."""
+    import random
+
+    order = config.getoption("--order")
+    if order == "file":
+        return
+    if order == "reversed":
+        items.reverse()
+    elif order == "random" or order.startswith("random:"):
+        seed = int(order.partition(":")[2] or random.SystemRandom().randrange(10**6))
+        random.Random(seed).shuffle(items)
+        config._unet_tf_order = f"random:{seed}"
+    else:
+        raise pytest.UsageError(f"--order must be file, reversed or random[:SEED], got {order!r}")
+
+
+def pytest_report_header(config):
+    order = config.getoption("--order")
+    return f"test order: {order}" if order != "random" else None
+
+
+def pytest_terminal_summary(terminalreporter, config):
+    shuffled = getattr(config, "_unet_tf_order", None)
+    if shuffled:
+        terminalreporter.write_line(f"test order: --order={shuffled}")
 
 
 @pytest.fixture(autouse=True)

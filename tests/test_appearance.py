@@ -339,6 +339,7 @@ def test_bad_generalization_parameters_are_refused(change, message):
         training.TrainingConfig(**change)
 
 
+@pytest.mark.slow
 def test_the_generalizing_recipe_trains_a_one_channel_model_and_records_its_nucleus_size(
     disc_folder, tmp_path
 ):
@@ -399,6 +400,7 @@ def test_the_rescale_factor_leaves_near_sizes_alone_and_is_bounded():
         inference.size_normalised_samples([], 0.0)
 
 
+@pytest.mark.slow
 def test_a_size_normalised_run_records_the_size_it_trained_at(disc_folder, tmp_path):
     root, ids = disc_folder
     config = training.TrainingConfig(
@@ -488,6 +490,7 @@ def _discs(radius: int) -> np.ndarray:
     )
 
 
+@pytest.mark.slow
 def test_the_size_estimate_is_not_fooled_by_large_nuclei_cut_into_pieces():
     net = FragmentingNetwork(largest=30)
     # Nuclei 48 pixels across: at their own size the network sees pieces about 6 across.
@@ -522,6 +525,7 @@ class SameSizeNetwork:
         return np.stack(outputs)
 
 
+@pytest.mark.slow
 def test_the_size_estimate_ignores_probes_that_find_nuclei_of_one_size_at_any_scale():
     # The probes find more area, and are surer of it, but their nuclei are 16 pixels
     # across at a half and at a quarter: 32 and 64 in the image's own pixels.

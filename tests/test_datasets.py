@@ -165,6 +165,7 @@ def test_fetch_unpacks_the_lung_ct_zip_into_images_and_masks(tmp_path):
     assert fetch.profile_datasets("full") == ["dsb2018"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("kind", "task", "target"),
     [
@@ -207,6 +208,7 @@ def test_a_folder_dataset_trains_one_step_from_the_command_line(
         assert tifffile.imread(out / f"{image.stem}_labels.tif").shape == SHAPE
 
 
+@pytest.mark.slow
 def test_fine_tuning_starts_from_the_model_and_keeps_its_architecture(tmp_path):
     root = make_folder(tmp_path / "own", kind="binary")
     base = training.TrainingConfig(
@@ -245,6 +247,7 @@ def test_fine_tuning_starts_from_the_model_and_keeps_its_architecture(tmp_path):
         training.initialise_from(training.build_model(missing), missing)
 
 
+@pytest.mark.slow
 def test_a_semantic_profile_trains_and_reports_into_its_own_folder(tmp_path):
     root = make_folder(tmp_path / "ct", count=6, kind="ct")
     profile = tmp_path / "ct.json"
@@ -274,7 +277,16 @@ def test_a_semantic_profile_trains_and_reports_into_its_own_folder(tmp_path):
     assert not (tmp_path / "reports" / "03-results.ipynb").exists()
     assert (reports / "figures" / "06-worst-images.png").is_file()
     metrics = json.loads((reports / "metrics.json").read_text())
-    assert metrics["images"] == 1 and 0.0 <= metrics["dice"] <= 1.0
+    assert metrics["images"] == 1
+    # The number reported is the saved model's on the held-out slice, worked out here again.
+    from unet_tf import evaluation
+    from unet_tf import metrics as scoring
+
+    record = training.read_run_record(tmp_path / "models" / "ct.json")
+    ((image_id, image, truth),) = evaluation.semantic_samples(record)
+    net = training.load_model(tmp_path / "models" / "ct.keras")
+    output = evaluation.predict_semantic(net, [(image_id, image, truth)], record)[0]
+    assert metrics["dice"] == pytest.approx(scoring.dice(truth > 0, output[..., 0] > 0.5))
     assert "HD95" in (reports / "summary.md").read_text()
     assert (tmp_path / "models" / "ct.keras").is_file()
 

@@ -57,6 +57,7 @@ SCRIPT = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_mirrored_training_on_two_logical_cpus_trains_like_one_device():
     result = subprocess.run(
         [sys.executable, "-c", SCRIPT],
@@ -77,6 +78,7 @@ def test_mirrored_training_on_two_logical_cpus_trains_like_one_device():
     assert 0.67 < ratio < 1.5, results
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("policy", ["mixed_float16", "mixed_bfloat16"])
 def test_mixed_precision_computes_in_16_bits_and_outputs_float32(policy):
     try:

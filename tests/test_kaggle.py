@@ -90,6 +90,7 @@ def run_kernel(kernel, tmp_path, zipped, **parameters):
     return output_root
 
 
+@pytest.mark.slow
 def test_the_kernel_trains_on_folders_then_predicts_from_zips_with_an_attached_model(
     kernel, tmp_path
 ):

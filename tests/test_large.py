@@ -151,3 +151,113 @@ def test_pngs_past_pillows_decompression_bomb_guard_are_read(tmp_path, monkeypat
     Image.fromarray(np.full((40, 30), 7, np.uint8)).save(tmp_path / "mosaic.png")
     assert data.read_pixels(tmp_path / "mosaic.png").shape == (40, 30)
     assert Image.MAX_IMAGE_PIXELS == 100
+
+
+def _blur_model(tmp_path, channels: int, tile_size: int):
+    """A model that looks at its neighbours: a 5x5 mean of its input, thresholded
+    (``sigmoid(20 * mean - 10)``). Near a block's edge its output differs from the whole
+    image's unless the block reaches far enough past its core."""
+    import keras
+    from keras import layers
+
+    inputs = keras.Input((None, None, channels))
+    outputs = layers.Conv2D(1, 5, padding="same", activation="sigmoid", name="blur")(inputs)
+    net = keras.Model(inputs, outputs)
+    kernel = np.full((5, 5, channels, 1), 20 / (25 * channels), np.float32)
+    net.get_layer("blur").set_weights([kernel, np.array([-10.0], np.float32)])
+    path = tmp_path / f"blur{channels}.keras"
+    net.save(path)
+    from unet_tf import inference
+
+    postprocess = {"method": "components", "threshold": 0.5, "min_area": 5}
+    inference.write_settings(path, postprocess, tta=False, tile_size=tile_size)
+    net, settings, _ = predict.load_model_and_settings(path)
+    return net, settings
+
+
+# Block cores of 100 pixels, extended by 40 on every side: less than the block, more than
+# a disc (at most 19 pixels across) and the blur's reach (2 pixels) together.
+OVERLAP = 40
+
+
+@pytest.mark.parametrize(
+    ("channels", "scale"), [(3, 1.0), (1, 1.0), (3, 2.0)], ids=["rgb", "one-channel", "rescaled"]
+)
+def test_blocks_of_a_model_that_sees_neighbours_equal_the_whole_image(
+    image_file, tmp_path, channels, scale
+):
+    path, truth = image_file
+    pixels = tifffile.imread(path)
+    # One tile per block and for the whole image, so that only the blocks' seams differ.
+    net, settings = _blur_model(tmp_path, channels, tile_size=1024)
+    if scale != 1.0:
+        settings = {**settings, "rescale": True, "nucleus_diameter": 16.0}
+        settings["image_nucleus_diameter"] = 16.0 / scale
+
+    def segment(block_size, overlap):
+        return large.segment_large(
+            net,
+            pixels,
+            path,
+            settings,
+            "mosaic",
+            block_size=block_size,
+            overlap=overlap,
+            progress=False,
+        )
+
+    whole = segment(block_size=10_000, overlap=0)
+    blocks = segment(block_size=BLOCK, overlap=OVERLAP)
+    assert whole.blocks == 1 and blocks.blocks == 4 * 5
+    assert blocks.scale == whole.scale == scale
+    # Every disc once (the blurred outline is a little larger than the drawn one), none
+    # found twice, none cut, and the very pixels of the whole image's answer.
+    overlapping = np.unique(np.stack([truth.ravel(), whole.labels.ravel()]), axis=1)
+    pairs = overlapping[:, (overlapping > 0).all(axis=0)]
+    assert len(pairs[0]) == len(set(pairs[0])) == len(set(pairs[1])) == truth.max()
+    assert whole.labels.max() == len(whole.table) == truth.max()
+    assert blocks.duplicates == 0 and blocks.cut == 0
+    if scale == 1.0:
+        assert _same_partition(blocks.labels, whole.labels)
+        assert sorted(blocks.table.area) == sorted(whole.table.area)
+    else:
+        # Enlarged, a block's Lanczos overshoot is clipped to the block's own range, which
+        # moves a few edge pixels (30 of 140,000 here): the same nuclei, nearly the same
+        # outlines (the smallest disc, of radius 4, loses the most: IoU 0.82).
+        from unet_tf import metrics
+
+        iou = metrics.iou_matrix(whole.labels, blocks.labels)
+        assert iou.shape == (truth.max(), truth.max())
+        assert (iou.max(axis=1) > 0.8).all() and (iou.max(axis=0) > 0.8).all()
+        assert (blocks.labels > 0).sum() == pytest.approx((whole.labels > 0).sum(), rel=0.01)
+
+
+def test_a_nucleus_two_blocks_both_found_is_kept_once_and_counted(
+    disc_model_path, tmp_path, monkeypatch
+):
+    from unet_tf import inference
+
+    # Two blocks, rows [0, 100) and [100, 200), each reaching 20 rows into the other. The
+    # first finds a disc starting on row 99, the second the same disc a row lower, starting
+    # in its own core: both keep it, and the second copy must be dropped as a duplicate.
+    found = iter(
+        [
+            disc_labels((120, 100), [((108, 50), 9)]),
+            disc_labels((120, 100), [((109 - 80, 50), 9)]),
+        ]
+    )
+    monkeypatch.setattr(inference, "to_labels", lambda *args, **kwargs: next(found))
+    net, settings, _ = predict.load_model_and_settings(disc_model_path)
+    result = large.segment_large(
+        net,
+        np.zeros((200, 100), np.uint8),
+        tmp_path / "seam.png",
+        settings,
+        "seam",
+        block_size=100,
+        overlap=20,
+        progress=False,
+    )
+    assert result.blocks == 2 and result.duplicates == 1
+    assert result.labels.max() == len(result.table) == 1
+    np.testing.assert_array_equal(result.labels > 0, disc_labels((200, 100), [((108, 50), 9)]) > 0)

@@ -8,6 +8,7 @@ from unet_tf import losses, model
 from unet_tf.keras_metrics import PixelDice, PixelIoU
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "config",
     [
@@ -89,6 +90,7 @@ def test_saved_model_round_trip_with_custom_metrics(tmp_path):
     np.testing.assert_allclose(loaded.predict(image, verbose=0), net.predict(image, verbose=0))
 
 
+@pytest.mark.slow
 def test_xla_training_matches_plain_training():
     # 02-training compiles with XLA by default: it must train exactly as plain TensorFlow,
     # with the same losses, weights and batch-norm statistics after a few steps.

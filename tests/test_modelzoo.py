@@ -41,6 +41,7 @@ def package(tmp_path_factory):
     return status, out
 
 
+@pytest.mark.slow
 def test_command_writes_a_valid_package_that_bioimageio_core_runs(package):
     status, out = package
     assert status == 0

@@ -71,6 +71,7 @@ needs_data = pytest.mark.skipif(
 )
 
 
+@pytest.mark.slow
 @needs_data
 def test_smoke_profile_runs_every_notebook_and_writes_the_reports(tmp_path):
     result = run_report(tmp_path, "--profile", "smoke")
@@ -138,6 +139,7 @@ def test_smoke_profile_runs_every_notebook_and_writes_the_reports(tmp_path):
     assert (reports / "05-viewer.html").is_file()
 
 
+@pytest.mark.slow
 @needs_data
 @pytest.mark.parametrize(
     "parameters, message",

@@ -282,23 +282,30 @@ def test_center_target_adds_the_centre_map_to_the_border_targets():
     np.testing.assert_array_equal(targets[..., 2], pipeline.center_distance(labels))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("target, weight", [("border", 5.0), ("center", 0.0), ("center", 5.0)])
-def test_a_model_trains_on_each_target_with_and_without_contact_weights(target, weight):
+def test_a_model_learns_each_target_with_and_without_contact_weights(target, weight):
+    import keras
+
     from unet_tf import keras_metrics, losses, model
 
     labels = disc_labels((32, 32), [((12, 10), 6), ((12, 22), 6), ((24, 16), 5)])
     image = (labels > 0).astype(np.float32)[..., None].repeat(3, -1)
     samples = pipeline.pack_samples([image], [labels])
     target_fn = pipeline.with_contact_weights(target, weight=weight) if weight else target
-    dataset = pipeline.make_training_dataset(
-        samples, 16, 2, pipeline.get_target_fn(target_fn), seed=0
-    )
-    net = model.get_model(num_classes=pipeline.target_channels(target), depth=1, base_filters=2)
+    target_fn = pipeline.get_target_fn(target_fn)
+    dataset = pipeline.make_training_dataset(samples, 16, 2, target_fn, seed=0)
+    whole = pipeline.make_validation_dataset(samples, 16, 2, target_fn).cache()
+    keras.utils.set_random_seed(0)
+    net = model.get_model(num_classes=pipeline.target_channels(target), depth=1, base_filters=4)
     net.compile(
-        optimizer="adam",
+        optimizer=keras.optimizers.Adam(1e-2),
         loss=losses.get_loss("bce_dice", pixel_weights=bool(weight)),
         metrics=[keras_metrics.PixelIoU(channel=0)],
     )
-    history = net.fit(dataset, steps_per_epoch=2, epochs=1, verbose=0)
-    assert np.isfinite(history.history["loss"][0])
-    assert 0.0 <= history.history["pixel_iou"][0] <= 1.0
+    before = net.evaluate(whole, verbose=0, return_dict=True)
+    net.fit(dataset, steps_per_epoch=100, epochs=1, verbose=0)
+    after = net.evaluate(whole, verbose=0, return_dict=True)
+    # The image is its own answer (bright exactly on the nuclei): a few steps must learn it.
+    assert after["loss"] < 0.6 * before["loss"]
+    assert after["pixel_iou"] > 0.8

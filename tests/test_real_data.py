@@ -24,6 +24,7 @@ def test_make_data_yields_the_stage1_images():
     assert not any((sample / "masks").exists() for sample in test)
 
 
+@pytest.mark.slow
 def test_committed_validation_split_is_valid_and_reproducible():
     train_ids, validation_ids = data.train_validation_ids(config.TRAIN_DIR, config.VALIDATION_IDS)
     assert not set(train_ids) & set(validation_ids)

@@ -12,6 +12,7 @@ import subprocess
 import sys
 
 import nbformat
+import pytest
 from conftest import printed_outputs
 
 from unet_tf import config, report
@@ -56,6 +57,7 @@ def run_report(tmp_path, notebooks, *args, env=None, timeout=300):
     )
 
 
+@pytest.mark.slow
 def test_a_notebook_whose_kernel_dies_fails_with_its_name_and_no_traceback(tmp_path):
     notebooks = tmp_path / "notebooks"
     stand_in(notebooks, "01-fine", "print('fine')")
@@ -85,6 +87,7 @@ def test_a_notebook_whose_kernel_dies_fails_with_its_name_and_no_traceback(tmp_p
     assert set(stamps["notebooks"]) == {"01-fine"}
 
 
+@pytest.mark.slow
 def test_the_report_shows_no_cuda_probes_nor_kernel_transport_warnings(tmp_path):
     notebooks = tmp_path / "notebooks"
     stand_in(
@@ -115,6 +118,7 @@ def test_unknown_notebooks_folder_is_refused_with_its_name(tmp_path):
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.slow
 def test_changing_the_validation_split_reruns_training_and_results(tmp_path):
     notebooks = tmp_path / "notebooks"
     stand_in(notebooks, "02-training", "print('training')")

@@ -54,6 +54,7 @@ def tiny_data():
     return images, (images[..., :1] > 0.5).astype(np.float32)
 
 
+@pytest.mark.slow
 def test_a_resumed_run_continues_exactly_where_the_checkpoint_left_off(tmp_path):
     images, targets = tiny_data()
     straight = tiny_compiled_model()
@@ -180,6 +181,7 @@ class _WeightsPerEpoch(keras.callbacks.Callback):
         self.weights.append(self.model.get_weights())
 
 
+@pytest.mark.slow
 def test_weight_average_is_the_mean_of_the_tail_epochs_and_survives_a_resume(tmp_path):
     images, targets = tiny_data()
     fit = {"batch_size": 2, "shuffle": False, "verbose": 0}

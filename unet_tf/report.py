@@ -80,6 +80,22 @@ def load_profile(name: str, profiles_dir: Path = PROFILES_DIR) -> dict:
     return profile
 
 
+def training_config(name: str = "smoke", profiles_dir: Path = PROFILES_DIR):
+    """The :class:`~unet_tf.training.TrainingConfig` that ``02-training`` runs with a
+    profile: its parameters (with the notebook's overrides) where they are training
+    parameters, the defaults elsewhere. The benchmarks' ``--quick`` smoke runs train the
+    smoke profile's tiny recipe.
+
+    >>> training_config("smoke").depth
+    2
+    """
+    from unet_tf import training
+
+    profile = load_profile(name, profiles_dir)
+    parameters = {**profile["parameters"], **profile["overrides"].get("02-training", {})}
+    return training.TrainingConfig.from_mapping(parameters, strict=False)
+
+
 def notebook_parameters(notebooks: list[Path], profile: dict) -> dict[str, dict]:
     """The parameters each notebook gets from a profile: those it declares, plus overrides.
 
