@@ -86,10 +86,6 @@ def main(argv=None) -> int:
     settings = {
         "default recipe": (recipe.representation, recipe.augmentation()),
         "+ affine and elastic": (recipe.representation, deformed),
-        "+ stain augmentation 0.3": (
-            "stain_aware",
-            dataclasses.replace(recipe.augmentation(), stain=0.3),
-        ),
     }
 
     def default_dataset(representation, augmentation):

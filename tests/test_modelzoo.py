@@ -135,9 +135,3 @@ def test_errors_name_the_file(tmp_path, package, capsys):
     net = model.get_model(input_channels=1, num_classes=1, depth=2, base_filters=4)
     with pytest.raises(ValueError, match="multiple of 4"):
         modelzoo.test_input(net, size=130)
-
-
-def test_a_stain_aware_model_is_refused_a_package_saying_what_to_do_instead():
-    net = model.get_model(input_channels=2, depth=2, base_filters=2)
-    with pytest.raises(ValueError, match=r"stain_aware models.*--format saved_model or onnx"):
-        modelzoo.packaged_model(net)

@@ -139,6 +139,36 @@ def test_a_checkpoint_from_before_a_parameter_existed_resumes_only_as_what_it_di
         training.train(today, data_dir=tmp_path / "none", models_dir=tmp_path)
 
 
+# A parameter removed since (the stain augmentation, 8c0070e): off, it did what runs do today.
+REMOVED_OFF, REMOVED_ON = {"stain_augmentation": 0.0}, {"stain_augmentation": 0.3}
+REFUSED_REMOVED = r"does not have \(\{'stain_augmentation': 0.3\}\)"
+
+
+def test_a_checkpoint_with_a_removed_parameter_resumes_only_where_it_was_off(tmp_path):
+    base = training.TrainingConfig(**TINY, model_name="tiny")
+    off, on = tmp_path / "off", tmp_path / "on"
+    _checkpoint(off / "tiny.resume", {**asdict(base), **REMOVED_OFF})
+    # Accepted: train goes on to read the data, which is not there.
+    with pytest.raises(FileNotFoundError, match="no such data folder"):
+        training.train(base, data_dir=tmp_path / "none", models_dir=off)
+    _checkpoint(on / "tiny.resume", {**asdict(base), **REMOVED_ON})
+    with pytest.raises(ValueError, match=REFUSED_REMOVED):
+        training.train(base, data_dir=tmp_path / "none", models_dir=on)
+    assert (on / "tiny.resume").is_dir(), "a refused resume keeps the checkpoint"
+
+
+def test_a_record_with_a_removed_parameter_counts_only_where_it_was_off(disc_model_path, tmp_path):
+    today = training.TrainingConfig(model_name="old")
+    paths = today.paths(tmp_path)
+    paths["model"].write_bytes(disc_model_path.read_bytes())
+    for removed, counts in ((REMOVED_OFF, True), (REMOVED_ON, False)):
+        record = {"parameters": {**asdict(today), **removed}, "excluded_ids": []}
+        paths["record"].write_text(json.dumps(record))
+        assert (training.finished_run(today, tmp_path) is not None) == counts
+    assert training.recorded_parameters({**asdict(today), **REMOVED_OFF}) == asdict(today)
+    assert training.unknown_parameters({**asdict(today), **REMOVED_ON}) == REMOVED_ON
+
+
 @pytest.mark.slow
 def test_train_then_evaluate_from_the_command_line(disc_folder, tmp_path, capsys):
     root, ids = disc_folder
@@ -299,3 +329,11 @@ def test_fine_tune_names_images_the_folder_does_not_have(disc_folder, tmp_path):
         training.fine_tune(
             tmp_path / "base.keras", ["img0", "img9"], ["img4"], tmp_path, data_dir=root
         )
+
+
+def test_fine_tune_refuses_a_base_model_trained_with_a_removed_parameter(disc_folder, tmp_path):
+    root, _ = disc_folder
+    parameters = {**asdict(training.TrainingConfig(**TINY)), **REMOVED_ON}
+    (tmp_path / "base.json").write_text(json.dumps({"parameters": parameters}))
+    with pytest.raises(ValueError, match=REFUSED_REMOVED):
+        training.fine_tune(tmp_path / "base.keras", ["img0"], ["img4"], tmp_path, data_dir=root)

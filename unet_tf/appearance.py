@@ -20,22 +20,12 @@ The result is one channel in [0, 1]. The same TensorFlow function serves trainin
 images before cropping) and inference (on whole images before tiling), so the two cannot
 drift apart; models trained on it take one input channel, which is how
 :func:`unet_tf.inference.predict_full` knows to apply it.
-
-In ``nuclei_bright`` the purple nuclei and the pink cytoplasm of a stained (H&E) image are
-both "dark on bright": the colour that tells them apart is averaged away. The
-``stain_aware`` representation (:func:`stain_aware`) adds a second channel, the
-haematoxylin (nuclear stain) density found by colour deconvolution (Ruifrok and Johnston
-2001), scaled as the first; where the background is dark (fluorescence, whose one stain
-is the nuclear stain) the second channel is the first. Models of it take two channels.
 """
 
 import numpy as np
 import tensorflow as tf
 
-REPRESENTATIONS = ("rgb", "nuclei_bright", "stain_aware")
-# Input channels of the models of each representation; a model's channel count tells which
-# representation it takes.
-CHANNELS = {"rgb": 3, "nuclei_bright": 1, "stain_aware": 2}
+REPRESENTATIONS = ("rgb", "nuclei_bright")
 PERCENTILES = (1.0, 99.8)
 # Percentiles are estimated on at most this many pixels (a regular subsample): exact enough
 # for a robust range, and cheap for the 1.4-megapixel images of DSB2018 and larger ones.
@@ -43,8 +33,7 @@ _SAMPLE_PIXELS = 1 << 18
 
 
 def input_channels(representation: str) -> int:
-    """Model input channels of a representation: 3 for ``rgb``, 1 for ``nuclei_bright``, 2
-    for ``stain_aware``.
+    """Model input channels of a representation: 3 for ``rgb``, 1 for ``nuclei_bright``.
 
     Raises
     ------
@@ -55,60 +44,7 @@ def input_channels(representation: str) -> int:
         raise ValueError(
             f"unknown representation {representation!r}; choose one of {REPRESENTATIONS}"
         )
-    return CHANNELS[representation]
-
-
-# Optical density (RGB) of haematoxylin and eosin, from Ruifrok and Johnston (2001), the
-# vectors scikit-image's rgb2hed uses. With their cross product as the third vector they
-# span every colour; the haematoxylin amount of a pixel is its optical density times the
-# first column of the inverse.
-HAEMATOXYLIN = (0.65, 0.70, 0.29)
-EOSIN = (0.07, 0.99, 0.11)
-# The darkest transmitted intensity taken at face value (one 8-bit step): optical density
-# at most -log(1/255), about 5.5.
-_DARKEST = 1.0 / 255.0
-
-
-def stain_matrix(first_stain=HAEMATOXYLIN, second_stain=EOSIN) -> np.ndarray:
-    """Rows: the unit optical-density vectors of two stains (haematoxylin and eosin by
-    default) and of their residual (their cross product)."""
-    first = np.asarray(first_stain, np.float64)
-    second = np.asarray(second_stain, np.float64)
-    first, second = first / np.linalg.norm(first), second / np.linalg.norm(second)
-    third = np.cross(first, second)
-    return np.stack([first, second, third / np.linalg.norm(third)])
-
-
-# Optical density (a row of RGB) times this gives the amounts of the two stains and the
-# residual.
-_STAINS_OF_DENSITY = np.linalg.inv(stain_matrix()).astype(np.float32)
-
-
-def optical_density(image) -> tf.Tensor:
-    """``-log`` of the transmitted intensity of every RGB channel (a gray image is repeated).
-
-    ``image`` is ``(..., channels)`` in [0, 1], white the unstained background.
-    """
-    image = tf.convert_to_tensor(image, tf.float32)
-    if image.shape[-1] != 3:
-        image = tf.repeat(tf.reduce_mean(image, axis=-1, keepdims=True), 3, axis=-1)
-    return -tf.math.log(tf.clip_by_value(image, _DARKEST, 1.0))
-
-
-def stain_amounts(image) -> tf.Tensor:
-    """Haematoxylin, eosin and residual amounts of every pixel by colour deconvolution with
-    Ruifrok and Johnston's vectors, ``(..., 3)``."""
-    return tf.tensordot(optical_density(image), tf.constant(_STAINS_OF_DENSITY), 1)
-
-
-def haematoxylin(image) -> tf.Tensor:
-    """The haematoxylin density of every pixel by colour deconvolution, ``(...)`` float32.
-
-    Eosin alone gives 0; a gray pixel gives 1.83 times its optical density, so unstained
-    (brightfield) images keep their contrast.
-    """
-    density = optical_density(image)
-    return tf.nn.relu(tf.tensordot(density, tf.constant(_STAINS_OF_DENSITY[:, 0]), 1))
+    return 3 if representation == "rgb" else 1
 
 
 def _percentiles(values: tf.Tensor, percents) -> tf.Tensor:
@@ -125,8 +61,7 @@ def _subsample(images: tf.Tensor) -> tf.Tensor:
     shape = tf.shape(images)
     pixels = tf.cast(shape[1] * shape[2], tf.float32)
     stride = tf.cast(tf.math.ceil(tf.sqrt(pixels / _SAMPLE_PIXELS)), tf.int32)
-    # Slicing with a tensor stride forgets the rank, which the colour deconvolution needs.
-    return tf.ensure_shape(images[:, ::stride, ::stride], [None, None, None, images.shape[-1]])
+    return images[:, ::stride, ::stride]
 
 
 def _floored_high(low: tf.Tensor, high: tf.Tensor, top: tf.Tensor) -> tf.Tensor:
@@ -236,90 +171,12 @@ def nuclei_bright(
     return normalize(image, stats, channel_weights)
 
 
-def _stretch(values: tf.Tensor, percentiles: tuple[float, float]) -> tf.Tensor:
-    """``[low, high]`` of ``(batch, n)`` values, ``high`` floored as :func:`batch_statistics`
-    floors it for the gray value."""
-    low, high, top = tf.unstack(_percentiles(values, [*percentiles, 100.0]), axis=-1)
-    return tf.stack([low, _floored_high(low, high, top)], axis=-1)
-
-
-def batch_stain_statistics(
-    images, channel_weights=None, percentiles: tuple[float, float] = PERCENTILES
-) -> tf.Tensor:
-    """What :func:`stain_aware` needs to know of whole images: ``(batch, 5)``, the three
-    values of :func:`batch_statistics` and the haematoxylin density's ``low`` and ``high``.
-    """
-    images = tf.convert_to_tensor(images, tf.float32)
-    density = tf.reshape(haematoxylin(_subsample(images)), [tf.shape(images)[0], -1])
-    return tf.concat(
-        [
-            batch_statistics(images, channel_weights, percentiles),
-            _stretch(density, percentiles),
-        ],
-        axis=-1,
-    )
-
-
-def stain_statistics(
-    image, channel_weights=None, percentiles: tuple[float, float] = PERCENTILES
-) -> tf.Tensor:
-    """:func:`batch_stain_statistics` of one ``(height, width, channels)`` image: ``(5,)``."""
-    image = tf.convert_to_tensor(image, tf.float32)
-    return batch_stain_statistics(image[None], channel_weights, percentiles)[0]
-
-
-def stain_normalize(image, stats: tf.Tensor, channel_weights=None) -> tf.Tensor:
-    """Apply :func:`stain_statistics` of a whole image to it or to any crop of it (or
-    :func:`batch_stain_statistics` to a batch): ``(..., 2)`` in [0, 1].
-
-    Channel 0 is :func:`normalize`; channel 1 the haematoxylin density, scaled alike,
-    where the background is bright, and channel 0 again where it is dark (fluorescence).
-    """
-    image = tf.convert_to_tensor(image, tf.float32)
-    stats = tf.convert_to_tensor(stats, tf.float32)
-    bright = normalize(image, stats[..., :3], channel_weights)
-    if image.shape.rank == 4:
-        stats = stats[:, None, None, :]
-    low, high = stats[..., 3], stats[..., 4]
-    density = haematoxylin(image)
-    stained = tf.clip_by_value((density - low) / tf.maximum(high - low, 1e-3), 0.0, 1.0)
-    stained = tf.where(stats[..., 0] > 0.5, stained, bright[..., 0])
-    return tf.stack([bright[..., 0], stained], axis=-1)
-
-
-def stain_aware(
-    image, channel_weights=None, percentiles: tuple[float, float] = PERCENTILES
-) -> tf.Tensor:
-    """The two-channel ``stain_aware`` version of an image: ``(height, width, 2)`` in [0, 1].
-
-    Channel 0 is :func:`nuclei_bright`; channel 1 the nuclear stain: the haematoxylin
-    density where the background is bright (stained and brightfield images), channel 0
-    where it is dark (fluorescence).
-
-    Examples
-    --------
-    Pink (eosin) and purple (haematoxylin) spots on white: both are bright in channel 0,
-    only the purple one in channel 1.
-
-    >>> image = np.ones((8, 8, 3), np.float32)
-    >>> image[1:3, 1:3] = np.exp(-np.array(EOSIN))
-    >>> image[5:7, 5:7] = np.exp(-np.array(HAEMATOXYLIN))
-    >>> out = stain_aware(image).numpy()
-    >>> [round(float(v), 2) for v in (out[1, 1, 0], out[5, 5, 0], out[1, 1, 1], out[5, 5, 1])]
-    [0.65, 1.0, 0.0, 1.0]
-    """
-    stats = stain_statistics(image, channel_weights, percentiles)
-    return stain_normalize(image, stats, channel_weights)
-
-
 def to_model_input(image: np.ndarray, channels: int, stats=None) -> np.ndarray:
     """An image as a model with ``channels`` inputs takes it.
 
     Models of the ``rgb`` representation (3 channels) take the image as read; models of
     ``nuclei_bright`` (1 channel) take :func:`nuclei_bright` of it, or, for a part of a
-    larger image, :func:`normalize` with the whole image's ``stats`` (:func:`statistics`);
-    models of ``stain_aware`` (2 channels) take :func:`stain_aware` of it, or
-    :func:`stain_normalize` with the whole image's :func:`stain_statistics`.
+    larger image, :func:`normalize` with the whole image's ``stats`` (:func:`statistics`).
 
     Raises
     ------
@@ -332,14 +189,8 @@ def to_model_input(image: np.ndarray, channels: int, stats=None) -> np.ndarray:
         if stats is not None:
             return normalize(image, stats).numpy()
         return nuclei_bright(image).numpy()
-    if channels == 2:
-        if stats is not None:
-            return stain_normalize(image, stats).numpy()
-        return stain_aware(image).numpy()
     if channels == 3:
         if image.shape[-1] == 1:
             return np.repeat(image, 3, axis=-1)
         return image[..., :3]
-    raise ValueError(
-        f"models take 1 (nuclei_bright), 2 (stain_aware) or 3 (rgb) channels, not {channels}"
-    )
+    raise ValueError(f"models take 1 (nuclei_bright) or 3 (rgb) channels, not {channels}")

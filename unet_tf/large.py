@@ -69,8 +69,7 @@ def spans(size: int, block: int, overlap: int) -> list[tuple[int, int, int, int]
 
 
 def normalisation_stats(net, pixels: np.ndarray, convert) -> np.ndarray | None:
-    """The whole image's normalisation statistics: ``nuclei_bright``'s for a one-channel
-    model, ``stain_aware``'s for a two-channel one; None for an RGB model.
+    """The whole image's ``nuclei_bright`` statistics, for a one-channel model; else None.
 
     :func:`unet_tf.appearance.statistics` looks at every ``s``-th row and column of an image
     with ``s`` chosen so that at most ``2**18`` pixels are seen; converting only those pixels
@@ -79,14 +78,10 @@ def normalisation_stats(net, pixels: np.ndarray, convert) -> np.ndarray | None:
     from unet_tf import appearance, data
     from unet_tf.model import model_channels
 
-    channels = model_channels(net)
-    if channels not in (1, 2):
+    if model_channels(net) != 1:
         return None
     stride = data.sample_stride(pixels.shape, appearance._SAMPLE_PIXELS)
-    sample = convert(pixels[::stride, ::stride])
-    if channels == 2:
-        return appearance.stain_statistics(sample).numpy()
-    return appearance.statistics(sample).numpy()
+    return appearance.statistics(convert(pixels[::stride, ::stride])).numpy()
 
 
 def size_mosaic(pixels: np.ndarray, convert, crop: int = SIZE_CROP) -> np.ndarray:

@@ -80,22 +80,10 @@ def packaged_model(net: keras.Model) -> keras.Model:
 
     A ``nuclei_bright`` model (one input channel) gets :class:`NucleiBright`, so it takes a
     gray image of any intensity range; an ``rgb`` model takes RGB in [0, 1] as it is.
-
-    Raises
-    ------
-    ValueError
-        For a ``stain_aware`` model (two input channels), which has no package yet.
     """
     from unet_tf.model import model_channels
 
     channels = model_channels(net)
-    if channels == 2:
-        # Its colour deconvolution needs RGB in [0, 1], white the background: an input the
-        # package would have to declare and document otherwise than its gray one.
-        raise ValueError(
-            "bioimage.io packages of stain_aware models (two input channels) are not made yet; "
-            "export them with --format saved_model or onnx, or predict with unet_tf"
-        )
     inputs = keras.Input((None, None, channels), name="image")
     features = NucleiBright(name="nuclei_bright")(inputs) if channels == 1 else inputs
     return keras.Model(inputs, net(features), name="unet_tf_bioimageio")

@@ -260,12 +260,6 @@ class Augmentation:
         (0 disables): stained tissue and brightfield cytoplasm, as ``nuclei_bright`` shows
         them, are a fibrous mid-gray around the nuclei, while fluorescence images, most of
         the training set, are black there. See :func:`_add_tissue`.
-    stain : float
-        Share, 0 (off) to 1, of the images given another stain before their representation
-        is computed (see :func:`stain_augment`): images with a dark background
-        (fluorescence) are painted as haematoxylin and eosin stained tissue, so that a model
-        learns the stained look from the many fluorescence images, and images with a bright
-        background get random stain amounts and colours (Tellez et al. 2018).
     low_resolution : float
         Largest factor by which half the crops are shrunk (antialiased) and enlarged back
         (bilinear), log-uniform from 1 (1 disables): images taken at a lower magnification
@@ -289,15 +283,13 @@ class Augmentation:
     noise: float = 0.0
     channel_weights: bool = False
     tissue: float = 0.0
-    stain: float = 0.0
     low_resolution: float = 1.0
 
     def __post_init__(self):
         if self.brightness < 0 or self.shear < 0 or self.elastic_alpha < 0:
             raise ValueError("brightness, shear and elastic_alpha must be non-negative")
-        for name in ("tissue", "stain"):
-            if not 0.0 <= getattr(self, name) <= 1.0:
-                raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
+        if not 0.0 <= self.tissue <= 1.0:
+            raise ValueError(f"tissue must be in [0, 1], got {self.tissue}")
         if self.low_resolution < 1:
             raise ValueError(f"low_resolution must be at least 1, got {self.low_resolution}")
         if self.max_scale < 1 or self.blur < 0 or self.noise < 0:
@@ -333,9 +325,7 @@ class PackedSamples:
     def image(self, index: tf.Tensor) -> tf.Tensor:
         """The float32 image at ``index`` (a scalar tensor)."""
         flat = self.images[self.image_offsets[index] : self.image_offsets[index + 1]]
-        image = tf.reshape(tf.cast(flat, tf.float32) / _IMAGE_SCALE, self.shapes[index])
-        # Every image has the same channels: said here, the graph knows its rank and depth.
-        return tf.ensure_shape(image, [None, None, self.channels])
+        return tf.reshape(tf.cast(flat, tf.float32) / _IMAGE_SCALE, self.shapes[index])
 
     def label(self, index: tf.Tensor) -> tf.Tensor:
         """The int32 instance labels at ``index``."""
@@ -545,7 +535,7 @@ def _to_half(image: tf.Tensor, seed, changed: Callable[[], tf.Tensor]) -> tf.Ten
 
 def _texture(shape: tf.Tensor, sigma: tf.Tensor, seed) -> tf.Tensor:
     """``(height, width, 1)`` Gaussian noise blurred by ``sigma`` pixels, stretched to
-    [0, 1]: fibres and granules, for the tissue and the stain augmentations."""
+    [0, 1]: fibres and granules, for the tissue augmentation (:func:`_add_tissue`)."""
     noise = tf.random.stateless_normal(tf.concat([shape[:2], [1]], 0), seed)
     texture = _gaussian_blur(noise, sigma)
     low, high = tf.reduce_min(texture), tf.reduce_max(texture)
@@ -573,90 +563,6 @@ def _add_tissue(image: tf.Tensor, strength: float, seed) -> tf.Tensor:
     patches = tf.clip_by_value((patches - 0.5) * 4.0 + 0.5, 0.0, 1.0)
     brightness = _uniform(seeds[3], strength / 4.0, strength)
     return tf.maximum(image, brightness * texture * patches)
-
-
-# How far the random stain colours stray from Ruifrok and Johnston's vectors (a normal
-# deviation of each component before the vector is scaled to unit length): haematoxylin
-# from blue to purple, eosin from pink to red.
-_STAIN_COLOUR_SPREAD = 0.1
-# Stain augmentation of images with a bright background (Tellez et al. 2018): each stain's
-# amount is scaled by up to this much either way and shifted by a tenth of it.
-_STAIN_AMOUNT_SPREAD = 0.3
-
-
-def _stain_colours(seed) -> tf.Tensor:
-    """A random stain matrix near :func:`unet_tf.appearance.stain_matrix`: ``(3, 3)``."""
-    matrix = tf.constant(appearance.stain_matrix(), tf.float32)
-    wander = _STAIN_COLOUR_SPREAD * tf.random.stateless_normal([2, 3], seed)
-    pair = tf.nn.relu(matrix[:2] + wander) + 1e-3
-    pair = pair / tf.norm(pair, axis=-1, keepdims=True)
-    return tf.concat([pair, matrix[2:]], axis=0)
-
-
-def _paint_stained(image: tf.Tensor, seed) -> tf.Tensor:
-    """A fluorescence image painted as haematoxylin and eosin stained tissue, RGB in [0, 1].
-
-    The nuclear stain's brightness (:func:`unet_tf.appearance.nuclei_bright`, raised to a
-    random power, so nuclei from pale to dense and their texture kept) becomes the
-    haematoxylin density, up to 0.5 to 1.5; eosin (up to 0.7), the cytoplasm and stroma,
-    is a patchy and fibrous random field, absent in places (empty slide); each stain gets
-    a random colour near its usual one, and light passes both (Beer-Lambert) onto a
-    slightly tinted white. The nuclei stay where they were, so the labels hold.
-    """
-    seeds = tf.random.experimental.stateless_split(seed, 8)
-    nuclei = appearance.nuclei_bright(image)[..., 0]
-    power = tf.exp(_uniform(seeds[0], np.log(0.5), np.log(2.0)))
-    haematoxylin = _uniform(seeds[1], 0.5, 1.5) * tf.pow(nuclei, power)
-    shape = tf.shape(image)
-    fibres = _texture(shape, _uniform(seeds[3], 0.7, 2.0), seeds[2])
-    coarse = tf.random.stateless_uniform([1, 6, 6, 1], seeds[4])
-    patches = tf.image.resize(coarse, shape[:2], method="bicubic")[0]
-    patches = tf.clip_by_value((patches - 0.3) * 3.0, 0.0, 1.0)
-    # Eosin up to 0.7: denser, the cytoplasm would be darker than the nuclei in gray.
-    eosin = _uniform(seeds[5], 0.0, 0.1) + _uniform(
-        tf.reverse(seeds[5], [0]), 0.15, 0.6
-    ) * patches * (0.4 + 0.6 * fibres)
-    colours = _stain_colours(seeds[6])
-    density = haematoxylin[..., None] * colours[0] + eosin * colours[1]
-    white = 1.0 - tf.random.stateless_uniform([3], seeds[7], 0.0, 0.1)
-    return white * tf.exp(-density)
-
-
-def _restain(image: tf.Tensor, seed) -> tf.Tensor:
-    """An image with a bright background with its stains' amounts and colours changed.
-
-    Colour deconvolution splits each pixel's optical density into haematoxylin, eosin and
-    a residual; each amount is scaled by up to ``_STAIN_AMOUNT_SPREAD`` either way and
-    shifted by a tenth of that, and the pixel is put together again with random stain
-    colours (:func:`_stain_colours`).
-    """
-    seeds = tf.random.experimental.stateless_split(seed, 3)
-    amounts = appearance.stain_amounts(image)
-    spread = _STAIN_AMOUNT_SPREAD
-    scale = tf.random.stateless_uniform([3], seeds[0], 1.0 - spread, 1.0 + spread)
-    shift = tf.random.stateless_uniform([3], seeds[1], -spread / 10, spread / 10)
-    amounts = amounts * scale + shift
-    return tf.clip_by_value(tf.exp(-tf.tensordot(amounts, _stain_colours(seeds[2]), 1)), 0.0, 1.0)
-
-
-def stain_augment(image: tf.Tensor, share: float, seed) -> tf.Tensor:
-    """Give a share of the RGB images in [0, 1] another stain (``Augmentation.stain``).
-
-    Drawn from ``seed``, ``share`` of the images change: where the background is dark
-    (fluorescence), :func:`_paint_stained` paints them as stained tissue; where it is
-    bright, :func:`_restain` changes their stains. The others are returned as they are.
-    """
-    seeds = tf.random.experimental.stateless_split(seed, 2)
-
-    def changed():
-        dark = appearance.statistics(image)[0] < 0.5
-        return tf.cond(
-            dark, lambda: _paint_stained(image, seeds[1]), lambda: _restain(image, seeds[1])
-        )
-
-    stained = tf.cond(_uniform(seeds[0]) < share, changed, lambda: image)
-    # tensordot forgets the static shape, which the representation needs.
-    return tf.ensure_shape(stained, image.shape)
 
 
 def _lower_resolution(image: tf.Tensor, largest: float, seed) -> tf.Tensor:
@@ -691,16 +597,13 @@ def represent(
     """A whole image in a model's input representation (see :mod:`unet_tf.appearance`).
 
     With ``augmentation.channel_weights`` the colour channels are weighted at random (seeded
-    by ``seed``) in the gray value of ``nuclei_bright`` (the first channel of
-    ``stain_aware``).
+    by ``seed``) in the gray value of ``nuclei_bright``.
     """
     if representation == "rgb":
         return image
     weights = None
     if augmentation is not None and augmentation.channel_weights:
         weights = tf.random.stateless_uniform(tf.shape(image)[-1:], seed, 0.1, 1.0)
-    if representation == "stain_aware":
-        return appearance.stain_aware(image, weights)
     return appearance.nuclei_bright(image, weights)
 
 
@@ -883,11 +786,9 @@ def make_training_dataset(
                 log_weights, 1, tf.stack([base_seed + 1, counter])
             )
             index = draw[0, 0]
-        image = samples.image(index)
-        if augmentation.stain > 0 and samples.channels == 3:
-            # A seed of its own, so that every other draw stays as it was without it.
-            image = stain_augment(image, augmentation.stain, tf.stack([base_seed + 3, counter]))
-        image = represent(image, representation, augmentation, tf.stack([base_seed + 2, counter]))
+        image = represent(
+            samples.image(index), representation, augmentation, tf.stack([base_seed + 2, counter])
+        )
         image, labels = augment_sample(
             image,
             samples.label(index),

@@ -601,9 +601,8 @@ class TrainingConfig:
         Compile training steps with XLA (``precision="auto"`` turns it off where it picks
         bfloat16).
     representation : str
-        Model input: ``"rgb"`` (the images as read), ``"nuclei_bright"`` (one channel,
-        normalised, nuclei always bright; see :mod:`unet_tf.appearance`) or
-        ``"stain_aware"`` (that channel and the nuclear stain's density).
+        Model input: ``"rgb"`` (the images as read) or ``"nuclei_bright"`` (one channel,
+        normalised, nuclei always bright; see :mod:`unet_tf.appearance`).
     max_scale : float
         Random zoom of training crops in ``[1 / max_scale, max_scale]``; 1 disables.
     colour_augmentation : float
@@ -614,11 +613,6 @@ class TrainingConfig:
         Brightness, 0 (off) to 1, of the random textured background laid behind half the
         crops (``Augmentation.tissue``): fluorescence crops are made to look like stained
         tissue or brightfield cytoplasm, which ``nuclei_bright`` shows as a fibrous mid-gray.
-    stain_augmentation : float
-        Share, 0 (off) to 1, of the training images given another stain
-        (``Augmentation.stain``): fluorescence images painted as haematoxylin and eosin
-        stained tissue, stained and brightfield images with their stains' amounts and
-        colours changed.
     resolution_augmentation : float
         Strength, 0 (off) to 1, of the lower resolution given to half the crops
         (``Augmentation.low_resolution``): shrunk by up to ``1 + 3 * strength`` and enlarged
@@ -688,7 +682,6 @@ class TrainingConfig:
     max_scale: float = 2.0
     colour_augmentation: float = 1.0
     tissue_augmentation: float = 1.0
-    stain_augmentation: float = 0.0
     resolution_augmentation: float = 0.0
     balance: float = 0.5
     balance_by: str = "source"
@@ -745,7 +738,6 @@ class TrainingConfig:
         names = (
             "colour_augmentation",
             "tissue_augmentation",
-            "stain_augmentation",
             "resolution_augmentation",
             "weight_averaging",
         )
@@ -815,7 +807,6 @@ class TrainingConfig:
             noise=0.03 * self.colour_augmentation,
             channel_weights=self.colour_augmentation > 0,
             tissue=0.6 * self.tissue_augmentation,
-            stain=self.stain_augmentation,
             low_resolution=1.0 + 3.0 * self.resolution_augmentation,
         )
 
@@ -836,15 +827,34 @@ class TrainingConfig:
 # What a run did before a parameter existed, where that differs from today's default: a
 # record without the parameter stands for this value.
 BEFORE_PARAMETER = {"tissue_augmentation": 0.0}
+# Parameters removed from TrainingConfig, each with its value that left it off: a run
+# recorded with that value did what this version does, and its record stands for the
+# same config without the parameter. With another value it did what no config of this
+# version does (see :func:`unknown_parameters`).
+REMOVED_PARAMETERS = {"stain_augmentation": 0.0}
 
 
 def recorded_parameters(parameters: dict) -> dict:
     """The training parameters of a run record or checkpoint, complete: a parameter added
     to :class:`TrainingConfig` after the run was recorded gets the value that reproduces
-    what the run did (:data:`BEFORE_PARAMETER`, else its default). Names this version does
+    what the run did (:data:`BEFORE_PARAMETER`, else its default), and a removed parameter
+    that was off (:data:`REMOVED_PARAMETERS`) is dropped. Other names this version does
     not know are kept, so that such a record matches no config."""
     defaults = {item.name: item.default for item in fields(TrainingConfig)}
-    return {**defaults, **BEFORE_PARAMETER, **parameters}
+    kept = {
+        name: value
+        for name, value in parameters.items()
+        if not (name in REMOVED_PARAMETERS and value == REMOVED_PARAMETERS[name])
+    }
+    return {**defaults, **BEFORE_PARAMETER, **kept}
+
+
+def unknown_parameters(parameters: dict) -> dict:
+    """The parameters of a run record or checkpoint that this version does not have, after
+    :func:`recorded_parameters`: a removed parameter that was on, or a name from a newer
+    version. A run with any of them did what no :class:`TrainingConfig` does."""
+    known = {item.name for item in fields(TrainingConfig)}
+    return {k: v for k, v in recorded_parameters(parameters).items() if k not in known}
 
 
 def finished_run(
@@ -1034,8 +1044,16 @@ def _resume_state(config: TrainingConfig, resume_dir: Path, resume: bool) -> dic
     """The checkpoint to continue from, after checking that it was made with ``config``."""
     state = latest_checkpoint(resume_dir) if resume else None
     if state:
-        # A checkpoint made before a parameter existed is read as what that run did.
+        # A checkpoint made before a parameter existed (or after one was removed) is read
+        # as what that run did.
         recorded = recorded_parameters(state.get("parameters", {}))
+        unknown = unknown_parameters(state.get("parameters", {}))
+        if unknown:
+            raise ValueError(
+                f"{resume_dir} holds an interrupted run with parameters this version does not "
+                f"have ({unknown}), which it cannot resume; delete it (or pass resume=False, "
+                "--no-resume) to start afresh"
+            )
         changed = changed_parameters(recorded, asdict(config), RESUMABLE)
         if changed:
             raise ValueError(
@@ -1144,8 +1162,9 @@ def fine_tune(
     Raises
     ------
     ValueError
-        If there are no images to train or validate on, the two lists share an image, or
-        ``data_dir`` lacks one of them.
+        If there are no images to train or validate on, the two lists share an image,
+        ``data_dir`` lacks one of them, or the base model was trained with a parameter this
+        version does not have (:func:`unknown_parameters`).
     FileNotFoundError
         If the base model has no run record.
     """
@@ -1164,6 +1183,12 @@ def fine_tune(
     if unknown:
         raise ValueError(f"{data_dir}: no image(s) {unknown[:3]} to fine-tune with")
     record = read_run_record(base_model.with_suffix(".json"))
+    unrepeatable = unknown_parameters(record["parameters"])
+    if unrepeatable:
+        raise ValueError(
+            f"{base_model} was trained with parameters this version does not have "
+            f"({unrepeatable}); its recipe cannot be repeated"
+        )
     # ``changes`` may set balance too: they come last.
     settings = {"balance": 0.0, **changes, "init_model": str(base_model), "model_name": model_name}
     recipe = replace(TrainingConfig(**recorded_parameters(record["parameters"])), **settings)
