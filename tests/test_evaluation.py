@@ -2,6 +2,7 @@
 
 import numpy as np
 import pandas as pd
+import pytest
 from conftest import disc_labels
 
 from unet_tf import evaluation, training
@@ -57,3 +58,20 @@ def test_centres_get_their_own_ablation_step_and_tta_follows_the_better_watershe
         steps = evaluation.ablation_steps(table, min_area=15, tta=True)
         assert steps[-2].name == "+ watershed on predicted centres"
         assert steps[-1].tta and steps[-1].postprocess["method"] == chosen
+
+
+def test_semantic_headline_averages_known_dice_and_iou_and_counts_empty_masks_apart():
+    # A 4x4 square found half (4x2): Dice 2*8/(16+8) = 2/3, IoU 8/16 = 1/2, the farthest
+    # true pixel 2 columns from the prediction. The same square found not at all: Dice and
+    # IoU 0, no Hausdorff distance (counted apart, not averaged as infinity).
+    truth = np.zeros((8, 8), np.int32)
+    truth[2:6, 2:6] = 1
+    half = np.zeros((8, 8, 1), np.float32)
+    half[2:6, 2:4] = 1.0
+    samples = [("half", None, truth), ("missed", None, truth)]
+    per_image = evaluation.score_semantic(samples, [half, np.zeros_like(half)])
+    headline = evaluation.semantic_headline(per_image)
+    assert headline["dice"] == pytest.approx((2 / 3 + 0) / 2)
+    assert headline["iou"] == pytest.approx((1 / 2 + 0) / 2)
+    assert headline["hausdorff"] == pytest.approx(2.0)
+    assert (headline["images"], headline["images_with_one_mask_empty"]) == (2, 1)

@@ -29,17 +29,19 @@ def exported(net, images, tmp_path_factory):
 
 
 def test_latency_is_the_median_call_after_a_warm_up(monkeypatch):
-    # A clock that only the model moves: the warm-up takes 100 ms, the timed calls 3, 1,
-    # 4, 1 and 5 ms, so the median is 3 ms whatever the machine.
+    # A clock that only the model moves: the warm-up takes 100 ms, the timed calls 5, 6,
+    # 7, 1 and 2 ms, so the median is 5 ms whatever the machine (timing the warm-up too
+    # gives 6 ms, the mean 4.2 ms).
     now = [0.0]
-    durations = iter([0.100, 0.003, 0.001, 0.004, 0.001, 0.005])
+    durations = iter([0.100, 0.005, 0.006, 0.007, 0.001, 0.002])
 
     class Model:
         def predict_on_batch(self, batch):
             now[0] += next(durations)
 
     monkeypatch.setattr(export.time, "perf_counter", lambda: now[0])
-    assert export.latency_ms(Model(), np.zeros((1, 8, 8, 3))) == pytest.approx(3.0)
+    assert export.latency_ms(Model(), np.zeros((1, 8, 8, 3))) == pytest.approx(5.0)
+    assert next(durations, None) is None  # one warm-up and five timed calls, no more
 
 
 @pytest.mark.slow
