@@ -3,10 +3,17 @@
 Every validation image is resampled by each factor (bilinear for the image, nearest
 neighbour for its labels), segmented with the model's tuned settings, with the automatic
 rescaling to the training nucleus size and without it, and scored with the DSB metric. A
-model that works at any magnification scores about the same at every factor. Writes
-``reports/scale_check.json`` and prints a Markdown table::
+model that works at any magnification scores about the same at every factor. It also
+says how often the size estimate is right: the share of images whose automatic scale lies
+within a factor 1.3 of the one their labels give (the factor that brings their median
+inscribed nucleus diameter to the training size). Writes ``reports/scale_check.json`` and
+prints a Markdown table::
 
     .venv/bin/python benchmarks/scale_check.py [--model models/unet.keras] [--max-images 0]
+
+``--groups`` checks whole sources of stage1_train instead of the validation split (as
+``benchmarks/generalization.py`` names them, e.g. ``"stained 320x256"``): with a model of
+that benchmark, trained without them, the images are ones the model never saw.
 
 ``--quick`` is a smoke run (the tests use it): as many validation images as the smoke
 profile takes (``notebooks/profiles/smoke.json``), at half and double size, without TTA,
@@ -17,12 +24,41 @@ import argparse
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
-from unet_tf import config, evaluation, files, inference, predict, report
+from unet_tf import config, data, evaluation, files, inference, predict, report
 
-FACTORS = (0.5, 1.0, 2.0, 4.0)
+FACTORS = (0.5, 1.0, 2.0, 4.0, 6.0)
 QUICK_FACTORS = (0.5, 2.0)
+# An estimated scale within this factor of the true one counts as right.
+SIZE_TOLERANCE = 1.3
+
+
+def size_right(scale: float, labels: np.ndarray, nucleus_diameter: float) -> bool | None:
+    """Whether ``scale`` lies within ``SIZE_TOLERANCE`` of the factor that brings the median
+    inscribed diameter of ``labels`` to ``nucleus_diameter``; None without nuclei."""
+    diameter = inference.median_diameter(labels)
+    if not diameter:
+        return None
+    ratio = scale * diameter / nucleus_diameter
+    return bool(1 / SIZE_TOLERANCE <= ratio <= SIZE_TOLERANCE)
+
+
+def group_samples(groups: list[str], max_images: int) -> list:
+    """The labelled images of the named sources of stage1_train (``"stained 320x256"``)."""
+    index = data.build_index(config.TRAIN_DIR, cache_dir=config.LABEL_CACHE)
+    sizes = index.width.astype(str) + "x" + index.height.astype(str)
+    index["group"] = index.imaging_type + " " + sizes
+    unknown = sorted(set(groups) - set(index.group))
+    if unknown:
+        raise ValueError(f"no such groups {unknown}; known: {sorted(set(index.group))}")
+    chosen = index[index.group.isin(groups)]
+    if max_images:
+        chosen = chosen.groupby("group").head(max_images)
+    return data.load_samples(
+        config.TRAIN_DIR, ids=list(chosen.image_id), cache_dir=config.LABEL_CACHE
+    )
 
 
 def main(argv=None) -> int:
@@ -35,6 +71,12 @@ def main(argv=None) -> int:
         "--factors", type=float, nargs="*", help=f"default {FACTORS}, quick {QUICK_FACTORS}"
     )
     parser.add_argument("--no-tta", action="store_true", help="skip test-time augmentation")
+    parser.add_argument(
+        "--groups",
+        nargs="+",
+        help="sources of stage1_train to check instead of the validation split "
+        '(e.g. "stained 320x256"; --max-images then counts per source)',
+    )
     parser.add_argument(
         "--quick", action="store_true", help="smoke run: few images, two factors, no TTA"
     )
@@ -52,11 +94,19 @@ def main(argv=None) -> int:
         return 2
     if args.no_tta:
         settings["tta"] = False
-    samples = evaluation.validation_samples(args.max_images)
+    if args.groups:
+        try:
+            samples = group_samples(args.groups, args.max_images)
+        except ValueError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
+    else:
+        samples = evaluation.validation_samples(args.max_images)
     kinds = evaluation.imaging_types(samples)
     rows = []
     for factor in args.factors:
         scores = {True: [], False: []}
+        sizes = []
         # One image at a time: 4x the largest validation images is hundreds of megabytes.
         for sample in samples:
             (scaled,) = inference.resample_samples([sample], factor)
@@ -75,6 +125,9 @@ def main(argv=None) -> int:
                 settings["tile_size"],
                 first_output=plain,
             )
+            right = size_right(scale, scaled[2], settings["nucleus_diameter"])
+            if right is not None:
+                sizes.append({"imaging_type": kinds[scaled[0]], "right": right})
             rescaled = (
                 unscaled if scale == 1.0 else inference.predict(net, image, settings, scale)[0]
             )
@@ -83,6 +136,10 @@ def main(argv=None) -> int:
                     evaluation.score([scaled], [output], settings["postprocess"], kinds, [used])
                 )
         row = {"factor": factor}
+        sizes = pd.DataFrame(sizes, columns=["imaging_type", "right"])
+        row[f"size within {SIZE_TOLERANCE}"] = float(sizes.right.mean())
+        for kind, value in sizes.groupby("imaging_type").right.mean().items():
+            row[f"{kind}, size within {SIZE_TOLERANCE}"] = float(value)
         for rescale in (True, False):
             frame = pd.concat(scores[rescale], ignore_index=True)
             name = "automatic scale" if rescale else "no rescaling"
@@ -95,7 +152,13 @@ def main(argv=None) -> int:
     print(evaluation.markdown_table(table))
     files.write_json(
         config.REPORTS_DIR / ("scale_check-quick.json" if args.quick else "scale_check.json"),
-        {"model": args.model.name, "images": len(samples), "tta": settings["tta"], "rows": rows},
+        {
+            "model": args.model.name,
+            "images": len(samples),
+            "groups": args.groups,
+            "tta": settings["tta"],
+            "rows": rows,
+        },
     )
     return 0
 

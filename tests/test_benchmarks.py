@@ -13,8 +13,9 @@ import subprocess
 import sys
 from dataclasses import replace
 
+import numpy as np
 import pytest
-from conftest import TINY_TRAINING
+from conftest import TINY_TRAINING, disc_labels
 
 from unet_tf import config
 
@@ -292,6 +293,7 @@ def test_scale_check_scores_each_factor_with_and_without_rescaling(tmp_path, tin
         score(row["DSB, automatic scale"])
         score(row["DSB, no rescaling"])
         assert "fluorescence, automatic scale" in row
+        score(row["size within 1.3"])
     saved = json.loads((tmp_path / "reports" / "scale_check-quick.json").read_text())
     assert saved["images"] == 6 and saved["tta"] is False
 
@@ -327,3 +329,20 @@ def test_throughput_times_the_default_training_path(tmp_path):
         assert result["stage1_test_submission"]["images"] == 1
     for method in ("watershed_border", "components", "watershed_distance"):
         assert result["postprocess_and_rle_1024x1024_300_nuclei"][method]["nuclei"] > 0
+
+
+def test_scale_check_counts_a_size_as_right_within_a_factor_of_1_3():
+    sys.path.insert(0, str(BENCHMARKS))
+    from scale_check import size_right
+
+    from unet_tf import inference
+
+    labels = disc_labels((96, 96), [((24, 24), 8), ((24, 70), 8), ((70, 48), 8)])
+    diameter = inference.median_diameter(labels)
+    right = 16.0 / diameter  # the scale that brings these nuclei to 16 pixels
+    assert size_right(right, labels, 16.0) is True
+    assert size_right(right * 1.29, labels, 16.0) is True
+    assert size_right(right / 1.29, labels, 16.0) is True
+    assert size_right(right * 1.31, labels, 16.0) is False
+    assert size_right(right / 1.31, labels, 16.0) is False
+    assert size_right(1.0, np.zeros((8, 8), np.int32), 16.0) is None
