@@ -395,6 +395,9 @@ def test_the_rescale_factor_leaves_near_sizes_alone_and_is_bounded():
     assert inference.rescale_factor(8.0, 16.0) == pytest.approx(2.0)
     assert inference.rescale_factor(64.0, 16.0) == pytest.approx(0.25)
     assert inference.rescale_factor(1.0, 16.0) == inference.MAX_SCALE
+    # Nuclei of six times the training size are shrunk to it, further ones by MAX_SHRINK.
+    assert inference.rescale_factor(96.0, 16.0) == pytest.approx(1 / 6)
+    assert inference.rescale_factor(1000.0, 16.0) == 1 / inference.MAX_SHRINK
     assert inference.rescale_factor(None, 16.0) == 1.0
     with pytest.raises(ValueError, match="positive"):
         inference.size_normalised_samples([], 0.0)
@@ -461,8 +464,11 @@ class FragmentingNetwork:
 
     depth, channels = 2, 1
 
-    def __init__(self, largest: float):
+    def __init__(self, largest: float, dense: bool = False):
         self.largest = largest
+        # Dense pieces (9 pixels across) tile the whole nucleus, parted by lines one pixel
+        # wide, as in held-out fluorescence nuclei at 3x: whole, they cover little more.
+        self.dense = dense
 
     def predict_on_batch(self, batch):
         from scipy import ndimage
@@ -475,18 +481,23 @@ class FragmentingNetwork:
             )
             large = np.isin(blobs, 1 + np.flatnonzero(2 * np.asarray(radius) > self.largest))
             rows, cols = np.indices(tile.shape)
-            pieces = large & ((rows // 6 + cols // 6) % 2 == 0) & (rows % 6 > 0) & (cols % 6 > 0)
+            if self.dense:
+                pieces = large & (rows % 10 > 0) & (cols % 10 > 0)
+            else:
+                chequer = (rows // 6 + cols // 6) % 2 == 0
+                pieces = large & chequer & (rows % 6 > 0) & (cols % 6 > 0)
             output = np.where(blobs > 0, 0.97, 0.02)
             output = np.where(large, np.where(pieces, 0.7, 0.02), output)
             outputs.append(output[..., None].astype(np.float32))
         return np.stack(outputs)
 
 
-def _discs(radius: int) -> np.ndarray:
-    """A 1024-pixel fluorescence image of 25 discs of ``radius``."""
-    centres = [(120 + 190 * (i // 5), 120 + 190 * (i % 5)) for i in range(25)]
+def _discs(radius: int, side: int = 1024) -> np.ndarray:
+    """A fluorescence image of ``side`` pixels holding 25 discs of ``radius``."""
+    step = (side - 100) // 5
+    centres = [(100 + step * (i // 5), 100 + step * (i % 5)) for i in range(25)]
     return painted(
-        disc_labels((1024, 1024), [(c, radius) for c in centres]), *LOOKS["fluorescence"]
+        disc_labels((side, side), [(c, radius) for c in centres]), *LOOKS["fluorescence"]
     )
 
 
@@ -500,9 +511,43 @@ def test_the_size_estimate_is_not_fooled_by_large_nuclei_cut_into_pieces():
     assert inference.median_diameter(pieces) < 10
     # A half and a quarter show them whole, 24 and 12 across; 24 is the training size.
     assert inference.estimate_scale(net, image, nucleus_diameter=24.0, tile_size=1024) == 0.5
+    # The same in an image of 512 pixels, the smallest whose quarter is probed.
+    assert inference.estimate_scale(net, _discs(24, side=512), 24.0, tile_size=1024) == 0.5
+    # Pieces that cover most of each nucleus: the probes find hardly more area, but surer
+    # nuclei of one size in the image's own pixels, and are believed.
+    dense = FragmentingNetwork(largest=30, dense=True)
+    assert inference.estimate_scale(dense, image, nucleus_diameter=24.0, tile_size=1024) == 0.5
     # Nuclei that are small are not taken for pieces: they are enlarged to the training size.
     scale = inference.estimate_scale(net, _discs(5), 24.0, tile_size=1024)
     assert 2.0 <= scale <= 2.8
+
+
+@pytest.mark.slow
+def test_the_size_estimate_does_not_enlarge_an_image_whose_pieces_do_not_grow_with_it():
+    # An image too small for the probes (400 pixels): its first pass finds 6-pixel pieces of
+    # 48-pixel nuclei, which asks for 4x. At 4x the network still finds 6-pixel pieces: in
+    # the image's own pixels they shrank fourfold, so they are not nuclei, and the image
+    # is left as it is instead of enlarged (the estimate before the check gave 4.0).
+    net = FragmentingNetwork(largest=30)
+    assert inference.estimate_scale(net, _discs(24, side=400), 24.0, tile_size=1024) == 1.0
+    # Small nuclei grow with the image, and are enlarged to the training size as before.
+    scale = inference.estimate_scale(net, _discs(5, side=400), 24.0, tile_size=1024)
+    assert 2.0 <= scale <= 2.8
+
+
+@pytest.mark.parametrize(
+    ("before", "after", "grew"),
+    [
+        ((1.0, 8.0), (2.0, 16.0), True),  # nuclei that doubled with the image
+        ((1.0, 8.0), (2.0, 12.0), True),  # 6 in the image's pixels: within sqrt(2) of 8
+        ((1.0, 8.0), (2.0, 11.0), False),  # 5.5: beyond it
+        ((1.0, 8.0), (2.0, 8.0), False),  # one size in the network's pixels at any scale
+        ((1.0, 8.0), (2.0, None), False),  # nothing found in the enlarged image
+        ((1.0, 16.0), (0.5, 16.0), True),  # shrunk: pieces join into whole nuclei there
+    ],
+)
+def test_a_size_pass_in_an_enlarged_image_is_believed_if_its_objects_grew(before, after, grew):
+    assert inference._grew_with_image(before, after) is grew
 
 
 class SameSizeNetwork:
@@ -531,7 +576,9 @@ def test_the_size_estimate_ignores_probes_that_find_nuclei_of_one_size_at_any_sc
     # across at a half and at a quarter: 32 and 64 in the image's own pixels.
     image = painted(disc_labels((1024, 1024), [((512, 512), 400)]), *LOOKS["fluorescence"])
     scale = inference.estimate_scale(SameSizeNetwork(), image, 16.0, tile_size=1024)
-    assert scale > 1.25
+    # Nor are the specks of its own scale believed: enlarged, they stay 6 pixels across in
+    # the network's pixels, so they do not grow with the image. It is left as it is.
+    assert scale == 1.0
 
 
 @pytest.mark.parametrize(("scale", "expected"), [(0.25, 240), (0.5, 60), (1.0, 15), (2.0, 15)])

@@ -210,9 +210,12 @@ FALLBACK_SETTINGS = {
 }
 
 # Automatic rescaling: images are resampled only when their nuclei differ from the training
-# size by more than this factor, and never by more than MAX_SCALE either way.
+# size by more than this factor; they are enlarged by at most MAX_SCALE (memory grows with
+# its square) and shrunk by at most MAX_SHRINK, so that nuclei of six times the training
+# size (about 100 pixels across) still come to it.
 SCALE_TOLERANCE = 1.25
 MAX_SCALE = 4.0
+MAX_SHRINK = 8.0
 
 
 def resize(array: np.ndarray, shape: tuple[int, int], sharp: bool = False) -> np.ndarray:
@@ -331,25 +334,25 @@ _SIZE_PROBE = {"method": "components", "threshold": 0.5, "min_area": MIN_AREA}
 
 # Probes for nuclei far larger than the training ones (see estimate_scale): an image whose
 # first pass finds only small nuclei is also segmented at these scales, if every probe keeps
-# at least PROBE_MIN_SIDE pixels on its short side (images of 1024 pixels or more).
+# at least PROBE_MIN_SIDE pixels on its short side (images of 512 pixels or more).
 PROBE_SCALES = (0.5, 0.25)
-PROBE_MIN_SIDE = 256
+PROBE_MIN_SIDE = 128
 
 
 def rescale_factor(diameter: float | None, nucleus_diameter: float) -> float:
     """The factor that brings nuclei of ``diameter`` pixels to ``nucleus_diameter``: 1.0
     (left as they are) within ``SCALE_TOLERANCE`` or without nuclei, and never beyond
-    ``MAX_SCALE`` either way."""
+    ``MAX_SCALE`` up nor ``MAX_SHRINK`` down."""
     if not diameter:
         return 1.0
-    factor = float(np.clip(nucleus_diameter / diameter, 1 / MAX_SCALE, MAX_SCALE))
+    factor = float(np.clip(nucleus_diameter / diameter, 1 / MAX_SHRINK, MAX_SCALE))
     return factor if not 1 / SCALE_TOLERANCE <= factor <= SCALE_TOLERANCE else 1.0
 
 
 def _measure(model, image, scale, tile_size, output=None):
-    """A size pass at ``scale``: the median nucleus diameter (in the pass' pixels), the
-    objects' area in the image's own pixels, and the share of the nucleus pixels the
-    network is sure of (probability above 0.9 of those above 0.5)."""
+    """A size pass at ``scale``: the median nucleus diameter (in the pass' pixels) and the
+    share of the nucleus pixels the network is sure of (probability above 0.9 of those
+    above 0.5)."""
     if output is None:
         scaled = image
         if scale != 1.0:
@@ -358,7 +361,7 @@ def _measure(model, image, scale, tile_size, output=None):
     labels = to_instances(output, **_SIZE_PROBE)
     nucleus = output[..., 0]
     sure = float((nucleus > 0.9).sum() / max(int((nucleus > 0.5).sum()), 1))
-    return median_diameter(labels), float((labels > 0).sum()) / scale**2, sure
+    return median_diameter(labels), sure
 
 
 def estimate_scale(
@@ -374,40 +377,41 @@ def estimate_scale(
     A first pass (without TTA) segments the image and measures the median nucleus
     diameter; if it differs from ``nucleus_diameter`` by more than ``SCALE_TOLERANCE`` the
     image is resampled and measured again, up to ``rounds`` times, as Cellpose estimates
-    diameters. The result lies in ``[1 / MAX_SCALE, MAX_SCALE]``; 1.0 means "leave the
+    diameters. The result lies in ``[1 / MAX_SHRINK, MAX_SCALE]``; 1.0 means "leave the
     image as it is". ``first_output``, the image's plain output at its own scale
     (:func:`predict_full` without TTA) when the caller has it, saves the first pass.
 
     A network cuts nuclei far larger than it was trained on into pieces, which look like
     small nuclei and would have the image enlarged. So when the first pass finds nuclei
-    smaller than the training size (or none), a large image is also segmented at the
-    ``PROBE_SCALES``, and the probes are believed instead if both show whole nuclei where
-    the first pass showed pieces: at each probe the objects cover at least 1.5 times the
-    area and the network is at least as sure of its nucleus pixels, and the two probes
-    agree on the nuclei's size in the image's own pixels (within a factor of
-    ``sqrt(2)``). The last condition tells large nuclei from cells or tissue that the
-    network takes for nuclei once an image is shrunk: those look the same size at every
-    probe, so their size in the image's own pixels doubles from one probe to the next.
+    smaller than the training size (or none), an image of 512 pixels or more is also
+    segmented at the ``PROBE_SCALES``, and the probes are believed instead if both show
+    whole nuclei where the first pass showed pieces: at each probe the network is at least
+    as sure of its nucleus pixels, and the two probes agree on the nuclei's size in the
+    image's own pixels (within a factor of ``sqrt(2)``). The last condition tells large
+    nuclei from cells or tissue that the network takes for nuclei once an image is shrunk:
+    those look the same size at every probe, so their size in the image's own pixels
+    doubles from one probe to the next.
     The rounds then start from the probe whose nuclei come closest to
     ``nucleus_diameter``.
+
+    An image too small for the probes whose first pass found pieces would be enlarged for
+    them. So a round that enlarges the image is believed only if its nuclei grew with it
+    (:func:`_grew_with_image`); otherwise the scale before it is kept.
     """
     if not nucleus_diameter or nucleus_diameter <= 0:
         raise ValueError(f"nucleus_diameter must be positive, got {nucleus_diameter!r}")
-    diameter, area, sure = _measure(model, image, 1.0, tile_size, first_output)
+    diameter, sure = _measure(model, image, 1.0, tile_size, first_output)
     scale = 1.0
     large_enough = min(image.shape[:2]) * min(PROBE_SCALES) >= PROBE_MIN_SIDE
     if large_enough and (diameter is None or diameter < nucleus_diameter / SCALE_TOLERANCE):
         probes = [(probe, *_measure(model, image, probe, tile_size)) for probe in PROBE_SCALES]
-        whole = all(
-            found and found_area >= 1.5 * area and found_sure >= sure
-            for _, found, found_area, found_sure in probes
-        )
+        whole = all(found and found_sure >= sure for _, found, found_sure in probes)
         if whole:
-            own_sizes = [found / probe for probe, found, _, _ in probes]
+            own_sizes = [found / probe for probe, found, _ in probes]
             if max(own_sizes) <= np.sqrt(2) * min(own_sizes):
                 _, scale, diameter = min(
                     (abs(np.log(found / nucleus_diameter)), probe, found)
-                    for probe, found, _, _ in probes
+                    for probe, found, _ in probes
                 )
     for round_ in range(rounds):
         if diameter is None:
@@ -415,10 +419,38 @@ def estimate_scale(
         step = nucleus_diameter / diameter
         if 1 / SCALE_TOLERANCE <= step <= SCALE_TOLERANCE:
             break
-        scale = float(np.clip(scale * step, 1 / MAX_SCALE, MAX_SCALE))
+        before = scale, diameter
+        scale = float(np.clip(scale * step, 1 / MAX_SHRINK, MAX_SCALE))
         if round_ < rounds - 1:
             diameter = _measure(model, image, scale, tile_size)[0]
+            if not _grew_with_image(before, (scale, diameter)):
+                scale = before[0]
+                break
     return scale if not 1 / SCALE_TOLERANCE <= scale <= SCALE_TOLERANCE else 1.0
+
+
+# Nuclei measured in an image enlarged for them may come out at most this factor smaller in
+# the image's own pixels than before (see _grew_with_image).
+SIZE_AGREEMENT = np.sqrt(2)
+
+
+def _grew_with_image(before: tuple, after: tuple) -> bool:
+    """Whether the objects of a size pass at a larger scale grew with the image.
+
+    ``before`` and ``after`` are ``(scale, diameter)`` of two passes. Real nuclei grow with
+    the image: their diameter divided by the scale stays put. Pieces of nuclei far larger
+    than the training ones, cut up by the network, keep one size in the network's pixels
+    whatever the scale, so in the image's own pixels they shrink by the very factor the
+    image was enlarged by: an enlargement chosen from them is wrong. (A pass at a smaller
+    scale is believed: there pieces join into whole nuclei, which look larger.)
+    """
+    (scale_before, diameter_before), (scale_after, diameter_after) = before, after
+    if scale_after <= scale_before:
+        return True
+    if not diameter_after:
+        return False
+    ratio = (diameter_after / scale_after) / (diameter_before / scale_before)
+    return bool(ratio >= 1 / SIZE_AGREEMENT)
 
 
 def image_scale(
@@ -441,7 +473,7 @@ def image_scale(
         return estimate_scale(
             model, image, target, settings["tile_size"], first_output=first_output
         )
-    return float(np.clip(target / settings["image_nucleus_diameter"], 1 / MAX_SCALE, MAX_SCALE))
+    return float(np.clip(target / settings["image_nucleus_diameter"], 1 / MAX_SHRINK, MAX_SCALE))
 
 
 def _estimated(settings: dict) -> bool:
