@@ -334,9 +334,9 @@ _SIZE_PROBE = {"method": "components", "threshold": 0.5, "min_area": MIN_AREA}
 
 # Probes for nuclei far larger than the training ones (see estimate_scale): an image whose
 # first pass finds only small nuclei is also segmented at these scales, if every probe keeps
-# at least PROBE_MIN_SIDE pixels on its short side (images of 512 pixels or more).
+# at least PROBE_MIN_SIDE pixels on its short side (images of 1024 pixels or more).
 PROBE_SCALES = (0.5, 0.25)
-PROBE_MIN_SIDE = 128
+PROBE_MIN_SIDE = 256
 
 
 def rescale_factor(diameter: float | None, nucleus_diameter: float) -> float:
@@ -350,9 +350,9 @@ def rescale_factor(diameter: float | None, nucleus_diameter: float) -> float:
 
 
 def _measure(model, image, scale, tile_size, output=None):
-    """A size pass at ``scale``: the median nucleus diameter (in the pass' pixels) and the
-    share of the nucleus pixels the network is sure of (probability above 0.9 of those
-    above 0.5)."""
+    """A size pass at ``scale``: the median nucleus diameter (in the pass' pixels), the
+    objects' area in the image's own pixels, and the share of the nucleus pixels the
+    network is sure of (probability above 0.9 of those above 0.5)."""
     if output is None:
         scaled = image
         if scale != 1.0:
@@ -361,7 +361,7 @@ def _measure(model, image, scale, tile_size, output=None):
     labels = to_instances(output, **_SIZE_PROBE)
     nucleus = output[..., 0]
     sure = float((nucleus > 0.9).sum() / max(int((nucleus > 0.5).sum()), 1))
-    return median_diameter(labels), sure
+    return median_diameter(labels), float((labels > 0).sum()) / scale**2, sure
 
 
 def estimate_scale(
@@ -383,35 +383,39 @@ def estimate_scale(
 
     A network cuts nuclei far larger than it was trained on into pieces, which look like
     small nuclei and would have the image enlarged. So when the first pass finds nuclei
-    smaller than the training size (or none), an image of 512 pixels or more is also
-    segmented at the ``PROBE_SCALES``, and the probes are believed instead if both show
-    whole nuclei where the first pass showed pieces: at each probe the network is at least
-    as sure of its nucleus pixels, and the two probes agree on the nuclei's size in the
-    image's own pixels (within a factor of ``sqrt(2)``). The last condition tells large
-    nuclei from cells or tissue that the network takes for nuclei once an image is shrunk:
-    those look the same size at every probe, so their size in the image's own pixels
-    doubles from one probe to the next.
+    smaller than the training size (or none), a large image is also segmented at the
+    ``PROBE_SCALES``, and the probes are believed instead if both show whole nuclei where
+    the first pass showed pieces: at each probe the objects cover at least 1.5 times the
+    area and the network is at least as sure of its nucleus pixels, and the two probes
+    agree on the nuclei's size in the image's own pixels (within a factor of
+    ``sqrt(2)``). The last condition tells large nuclei from cells or tissue that the
+    network takes for nuclei once an image is shrunk: those look the same size at every
+    probe, so their size in the image's own pixels doubles from one probe to the next.
     The rounds then start from the probe whose nuclei come closest to
     ``nucleus_diameter``.
 
-    An image too small for the probes whose first pass found pieces would be enlarged for
-    them. So a round that enlarges the image is believed only if its nuclei grew with it
-    (:func:`_grew_with_image`); otherwise the scale before it is kept.
+    A first pass that found pieces where the probes did not help (or were not made) would
+    have the image enlarged for them. So a round that enlarges the image is believed only
+    if its nuclei grew with it (:func:`_grew_with_image`); otherwise the scale before it
+    is kept.
     """
     if not nucleus_diameter or nucleus_diameter <= 0:
         raise ValueError(f"nucleus_diameter must be positive, got {nucleus_diameter!r}")
-    diameter, sure = _measure(model, image, 1.0, tile_size, first_output)
+    diameter, area, sure = _measure(model, image, 1.0, tile_size, first_output)
     scale = 1.0
     large_enough = min(image.shape[:2]) * min(PROBE_SCALES) >= PROBE_MIN_SIDE
     if large_enough and (diameter is None or diameter < nucleus_diameter / SCALE_TOLERANCE):
         probes = [(probe, *_measure(model, image, probe, tile_size)) for probe in PROBE_SCALES]
-        whole = all(found and found_sure >= sure for _, found, found_sure in probes)
+        whole = all(
+            found and found_area >= 1.5 * area and found_sure >= sure
+            for _, found, found_area, found_sure in probes
+        )
         if whole:
-            own_sizes = [found / probe for probe, found, _ in probes]
+            own_sizes = [found / probe for probe, found, _, _ in probes]
             if max(own_sizes) <= np.sqrt(2) * min(own_sizes):
                 _, scale, diameter = min(
                     (abs(np.log(found / nucleus_diameter)), probe, found)
-                    for probe, found, _ in probes
+                    for probe, found, _, _ in probes
                 )
     for round_ in range(rounds):
         if diameter is None:
