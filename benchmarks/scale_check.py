@@ -47,7 +47,7 @@ def size_right(scale: float, labels: np.ndarray, nucleus_diameter: float) -> boo
 
 def group_samples(groups: list[str], max_images: int) -> list:
     """The labelled images of the named sources of stage1_train (``"stained 320x256"``)."""
-    index = data.build_index(config.TRAIN_DIR, cache_dir=config.LABEL_CACHE)
+    index = data.build_index(config.TRAIN_DIR, with_labels=False)
     sizes = index.width.astype(str) + "x" + index.height.astype(str)
     index["group"] = index.imaging_type + " " + sizes
     unknown = sorted(set(groups) - set(index.group))

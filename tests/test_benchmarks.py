@@ -331,6 +331,29 @@ def test_throughput_times_the_default_training_path(tmp_path):
         assert result["postprocess_and_rle_1024x1024_300_nuclei"][method]["nuclei"] > 0
 
 
+def test_scale_check_checks_whole_sources_and_names_an_unknown_one(tmp_path, tiny_model):
+    model = str(tiny_model)
+    done = run_benchmark(
+        tmp_path, "scale_check.py", "--quick", "--model", model, "--groups", FINE_TUNE_GROUP
+    )
+    assert [float(row["factor"]) for row in markdown_rows(done.stdout)] == [0.5, 2.0]
+    saved = json.loads((tmp_path / "reports" / "scale_check-quick.json").read_text())
+    assert saved["groups"] == [FINE_TUNE_GROUP] and saved["images"] == 6
+    for row in saved["rows"]:  # Every image checked is one of the stained source.
+        assert "stained, size within 1.3" in row
+        assert not [name for name in row if name.startswith(("fluorescence", "brightfield"))]
+    command = [sys.executable, str(BENCHMARKS / "scale_check.py"), "--quick", "--model", model]
+    wrong = subprocess.run(
+        [*command, "--groups", "stained 1x1"],
+        cwd=config.PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert wrong.returncode == 2
+    assert wrong.stderr.startswith("error: no such groups ['stained 1x1']")
+
+
 def test_scale_check_counts_a_size_as_right_within_a_factor_of_1_3():
     sys.path.insert(0, str(BENCHMARKS))
     from scale_check import size_right
