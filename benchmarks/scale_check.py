@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from generalization import source_groups
 
 from unet_tf import config, data, evaluation, files, inference, predict, report
 
@@ -48,8 +49,7 @@ def size_right(scale: float, labels: np.ndarray, nucleus_diameter: float) -> boo
 def group_samples(groups: list[str], max_images: int) -> list:
     """The labelled images of the named sources of stage1_train (``"stained 320x256"``)."""
     index = data.build_index(config.TRAIN_DIR, with_labels=False)
-    sizes = index.width.astype(str) + "x" + index.height.astype(str)
-    index["group"] = index.imaging_type + " " + sizes
+    index["group"] = source_groups(index)
     unknown = sorted(set(groups) - set(index.group))
     if unknown:
         raise ValueError(f"no such groups {unknown}; known: {sorted(set(index.group))}")
