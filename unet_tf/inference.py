@@ -218,6 +218,12 @@ MAX_SCALE = 4.0
 MAX_SHRINK = 8.0
 
 
+def bounded_scale(factor: float) -> float:
+    """``factor`` kept within the automatic rescaling's bounds: ``1 / MAX_SHRINK`` to
+    ``MAX_SCALE``."""
+    return float(np.clip(factor, 1 / MAX_SHRINK, MAX_SCALE))
+
+
 def resize(array: np.ndarray, shape: tuple[int, int], sharp: bool = False) -> np.ndarray:
     """Bilinear resampling of ``(height, width, channels)`` to ``shape`` (antialiased).
 
@@ -345,7 +351,7 @@ def rescale_factor(diameter: float | None, nucleus_diameter: float) -> float:
     ``MAX_SCALE`` up nor ``MAX_SHRINK`` down."""
     if not diameter:
         return 1.0
-    factor = float(np.clip(nucleus_diameter / diameter, 1 / MAX_SHRINK, MAX_SCALE))
+    factor = bounded_scale(nucleus_diameter / diameter)
     return factor if not 1 / SCALE_TOLERANCE <= factor <= SCALE_TOLERANCE else 1.0
 
 
@@ -424,7 +430,7 @@ def estimate_scale(
         if 1 / SCALE_TOLERANCE <= step <= SCALE_TOLERANCE:
             break
         before = scale, diameter
-        scale = float(np.clip(scale * step, 1 / MAX_SHRINK, MAX_SCALE))
+        scale = bounded_scale(scale * step)
         if round_ < rounds - 1:
             diameter = _measure(model, image, scale, tile_size)[0]
             if not _grew_with_image(before, (scale, diameter)):
@@ -477,7 +483,7 @@ def image_scale(
         return estimate_scale(
             model, image, target, settings["tile_size"], first_output=first_output
         )
-    return float(np.clip(target / settings["image_nucleus_diameter"], 1 / MAX_SHRINK, MAX_SCALE))
+    return bounded_scale(target / settings["image_nucleus_diameter"])
 
 
 def _estimated(settings: dict) -> bool:
