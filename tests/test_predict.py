@@ -100,7 +100,9 @@ def test_png_labels_and_single_files(model_path, inputs, tmp_path):
     assert status == 0
     labels = np.asarray(Image.open(output / "cells_labels.png"))
     assert labels.max() == len(DISCS_8BIT)
+    # The hidden record lets a stopped run continue (--resume).
     assert sorted(p.name for p in output.iterdir()) == [
+        ".unet-tf-predict",
         "cells_labels.png",
         "cells_overlay.png",
         "nuclei.csv",

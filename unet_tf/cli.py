@@ -16,7 +16,8 @@ export
 
 Every command's options are defined here, once; the same library functions serve the
 notebooks. Exit status: 0 success, 1 partly done (images skipped, an export out of
-tolerance), 2 a usage or input error, reported in one line without a traceback.
+tolerance), 2 a usage or input error, reported in one line without a traceback; 130 or 143
+a ``predict`` stopped by SIGINT or SIGTERM (``--resume`` continues it).
 """
 
 import argparse

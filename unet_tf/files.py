@@ -3,6 +3,7 @@
 import contextlib
 import json
 import os
+import re
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -46,6 +47,18 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         os.replace(partial, path)
     finally:
         partial.unlink(missing_ok=True)
+
+
+def partial_files(folder: str | Path) -> list[tuple[Path, str]]:
+    """The temporary files :func:`atomic_path` left in ``folder`` when its process was
+    killed while writing, each with the name of the file it was to become."""
+    pattern = re.compile(r"\.(.+)\.[a-z0-9_]{8}\.tmp")
+    found = []
+    for path in Path(folder).glob(".*.tmp") if Path(folder).is_dir() else []:
+        match = pattern.fullmatch(path.name)
+        if match:
+            found.append((path, match.group(1)))
+    return found
 
 
 def write_json(path: str | Path, payload) -> None:

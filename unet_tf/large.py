@@ -128,6 +128,7 @@ def segment_large(
     block_size: int = BLOCK_SIZE,
     overlap: int | None = None,
     progress: bool = True,
+    parts=None,
 ) -> LargeResult:
     """Segment and measure a large image in blocks (see the module's description).
 
@@ -154,6 +155,9 @@ def segment_large(
         at the image's scale, at least 128 pixels.
     progress : bool
         Show a progress bar over the blocks.
+    parts : unet_tf.journal.Parts, optional
+        Where each finished block is kept (and the rescaling factor); blocks found there
+        are taken as they are, so that a stopped run continues where it was.
 
     Returns
     -------
@@ -161,7 +165,7 @@ def segment_large(
     """
     from tqdm.auto import tqdm
 
-    from unet_tf import inference, plots, postprocess, predict
+    from unet_tf import inference, journal, plots, predict
 
     window = settings.get("window")
     conversion = None if window else predict.input_conversion(pixels, path, SAMPLE_PIXELS)
@@ -170,8 +174,7 @@ def segment_large(
         return predict.to_model_input(block, path, window, conversion)
 
     stats = normalisation_stats(net, pixels, convert)
-    mosaic = size_mosaic(pixels, convert) if inference._estimated(settings) else None
-    scale = inference.image_scale(net, mosaic, settings)
+    scale = _scale(net, pixels, convert, settings, parts)
     diameter = settings.get("nucleus_diameter") or 16.0
     if overlap is None:
         overlap = max(128, int(np.ceil(4 * diameter / scale)))
@@ -187,47 +190,46 @@ def segment_large(
         for cols in spans(width, block_size, overlap)
     ]
     tables, next_label, cut, duplicates = [], 1, 0, 0
-    for (y0, y1, top, bottom), (x0, x1, left, right) in tqdm(
-        blocks, desc=f"blocks of {name}", unit="block", disable=not progress, file=sys.stderr
+    for index, (rows, cols) in enumerate(
+        tqdm(blocks, desc=f"blocks of {name}", unit="block", disable=not progress, file=sys.stderr)
     ):
-        block = pixels[top:bottom, left:right]
-        output, _ = inference.predict(net, convert(block), settings, scale=scale, stats=stats)
-        local = inference.to_labels(output, settings, scale)
-        del output
-        keep = np.zeros(int(local.max()) + 1, bool)
-        for index, box in enumerate(ndimage.find_objects(local), start=1):
-            if box is None:
-                continue
-            rows, cols = box
-            if y0 <= top + rows.start < y1 and x0 <= left + cols.start < x1:
-                keep[index] = True
-                inner_edge = (
-                    (rows.start == 0 and top > 0)
-                    or (cols.start == 0 and left > 0)
-                    or (rows.stop == local.shape[0] and bottom < height)
-                    or (cols.stop == local.shape[1] and right < width)
-                )
-                cut += bool(inner_edge)
-        kept = np.where(keep[local], local, 0)
+        (_, _, top, bottom), (_, _, left, right) = rows, cols
         target = labels[top:bottom, left:right]
-        # A nucleus on a seam that the neighbouring block found too (mostly taken already)
-        # is dropped; otherwise only the pixels still free are written.
-        sizes = np.bincount(kept.ravel(), minlength=keep.size)
-        taken = np.bincount(kept[target > 0].ravel(), minlength=keep.size)
-        twice = (sizes > 0) & (taken * 2 > sizes)
-        twice[0] = False
-        duplicates += int(twice.sum())
-        kept = np.where(twice[kept] | (target > 0), 0, kept)
-        kept = postprocess.relabel_sequential(kept)
-        count = int(kept.max())
-        if count:
-            target[kept > 0] = kept[kept > 0] + (next_label - 1)
-            table = predict.measure(kept, predict.intensity_channel(block), name, pixel_size, plane)
+        piece = f"block-{index:05d}"
+        kept = parts.load(piece) if parts else None
+        if kept is None:
+            block = pixels[top:bottom, left:right]
+            output, _ = inference.predict(net, convert(block), settings, scale=scale, stats=stats)
+            local = inference.to_labels(output, settings, scale)
+            del output
+            owned, block_cut = _owned_nuclei(local, rows, cols, (height, width))
+            written, block_duplicates = _place(owned, target, next_label)
+            table = predict.measure(
+                np.where(written > 0, written - np.uint32(next_label - 1), 0),
+                predict.intensity_channel(block),
+                name,
+                pixel_size,
+                plane,
+            )
             table["label"] += next_label - 1
             table["centroid_y"] += top
             table["centroid_x"] += left
+            if parts:
+                parts.save(
+                    piece,
+                    written=written,
+                    counts=np.array([block_cut, block_duplicates]),
+                    **journal.table_arrays(table, "nuclei"),
+                )
+        else:
+            written, (block_cut, block_duplicates) = kept["written"], kept["counts"]
+            table = journal.arrays_table(kept, "nuclei")
+        target[written > 0] = written[written > 0]
+        cut += int(block_cut)
+        duplicates += int(block_duplicates)
+        if len(table):
             tables.append(table)
-            next_label += count
+            next_label = int(written.max()) + 1
     table = (
         pd.concat(tables, ignore_index=True)
         if tables
@@ -239,3 +241,60 @@ def segment_large(
         convert(pixels[::step, ::step]), prediction=labels[::step, ::step], as_uint8=True
     )
     return LargeResult(labels, table, overlay, scale, len(blocks), cut, duplicates)
+
+
+def _scale(net, pixels, convert, settings, parts) -> float:
+    """The rescaling factor of the whole image: kept in ``parts``, estimated on a mosaic of
+    crops (see :func:`size_mosaic`) when the settings ask for an estimate."""
+    from unet_tf import inference
+
+    kept = parts.load("scale") if parts else None
+    if kept is not None:
+        return float(kept["scale"])
+    mosaic = size_mosaic(pixels, convert) if inference._estimated(settings) else None
+    scale = inference.image_scale(net, mosaic, settings)
+    if parts:
+        parts.save("scale", scale=np.array(scale))
+    return scale
+
+
+def _owned_nuclei(local, rows, cols, image_shape) -> tuple[np.ndarray, int]:
+    """The nuclei of an extended block whose bounding box starts in its core, and how many
+    of them reach an inner edge of the extended block (possibly cut)."""
+    (y0, y1, top, bottom), (x0, x1, left, right) = rows, cols
+    height, width = image_shape
+    keep = np.zeros(int(local.max()) + 1, bool)
+    cut = 0
+    for index, box in enumerate(ndimage.find_objects(local), start=1):
+        if box is None:
+            continue
+        box_rows, box_cols = box
+        if y0 <= top + box_rows.start < y1 and x0 <= left + box_cols.start < x1:
+            keep[index] = True
+            inner_edge = (
+                (box_rows.start == 0 and top > 0)
+                or (box_cols.start == 0 and left > 0)
+                or (box_rows.stop == local.shape[0] and bottom < height)
+                or (box_cols.stop == local.shape[1] and right < width)
+            )
+            cut += bool(inner_edge)
+    return np.where(keep[local], local, 0), cut
+
+
+def _place(owned, target, next_label) -> tuple[np.ndarray, int]:
+    """The labels a block writes into ``target`` (the labels so far, under the extended
+    block), numbered on from ``next_label``, and how many of its nuclei it drops as found
+    twice.
+
+    A nucleus on a seam that the neighbouring block found too (mostly taken already) is
+    dropped; otherwise only the pixels still free are written.
+    """
+    from unet_tf import postprocess
+
+    sizes = np.bincount(owned.ravel(), minlength=int(owned.max()) + 1)
+    taken = np.bincount(owned[target > 0].ravel(), minlength=sizes.size)
+    twice = (sizes > 0) & (taken * 2 > sizes)
+    twice[0] = False
+    kept = postprocess.relabel_sequential(np.where(twice[owned] | (target > 0), 0, owned))
+    written = np.where(kept > 0, kept.astype(np.uint32) + np.uint32(next_label - 1), 0)
+    return written.astype(np.uint32), int(twice.sum())

@@ -15,13 +15,19 @@ The model, its tuned post-processing and TTA are those ``make report`` chose (re
 ``models/<name>.inference.json``), and the images go through the same full-resolution tiled
 inference as the notebooks. Files that cannot be read are reported and skipped; the exit
 status is then 1. Existing outputs are never overwritten without ``--overwrite``.
+
+A run stopped by SIGINT or SIGTERM ends cleanly (exit status 130 or 143) with the tables of
+the images it finished; ``--resume`` continues it from the record it keeps in the output
+folder (:mod:`unet_tf.journal`).
 """
 
 import argparse
+import json
 import os
 import sys
 import time
 from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -29,7 +35,7 @@ import pandas as pd
 
 # TensorFlow is imported only when a model is loaded, so that --help and argument errors
 # answer at once.
-from unet_tf import data, files, postprocess
+from unet_tf import data, files, interrupt, journal, postprocess
 
 IMAGE_SUFFIXES = (".png", ".tif", ".tiff", ".jpg", ".jpeg")
 NUCLEUS_COLUMNS = [
@@ -48,6 +54,7 @@ NUCLEUS_COLUMNS = [
 MICROMETRE_COLUMNS = ["area_um2", "perimeter_um", "equivalent_diameter_um"]
 SUMMARY_COLUMNS = [
     "image",
+    "plane",
     "height",
     "width",
     "nuclei",
@@ -57,6 +64,54 @@ SUMMARY_COLUMNS = [
     "scale",
     "seconds",
 ]
+SUMMARY_MICROMETRE_COLUMNS = ["mean_area_um2", "median_area_um2"]
+LABEL_FORMATS = ("tif", "png")
+EXTRAS = ("rois", "geojson")
+
+
+@dataclass(frozen=True)
+class PredictOptions:
+    """What ``predict`` writes and reads from each file, besides the model's settings.
+
+    Attributes
+    ----------
+    pixel_size : float, optional
+        Micrometres per pixel: adds lengths and areas in micrometres.
+    label_format : str
+        ``"tif"`` or ``"png"`` for the label images.
+    channel, plane, max_projection :
+        Which channel, and which plane of a stack (or its maximum projection), is segmented
+        (see :func:`unet_tf.stacks.read_stack`).
+    extras : tuple of str
+        Outlines written too: ``"rois"`` (ImageJ ROIs), ``"geojson"`` (QuPath).
+    block_size : int, optional
+        Images with a side above it are segmented in blocks; 0 never; None: those of more
+        than ``large.LARGE_PIXELS`` pixels.
+    """
+
+    pixel_size: float | None = None
+    label_format: str = "tif"
+    channel: int | None = None
+    plane: int | None = None
+    max_projection: bool = False
+    extras: tuple[str, ...] = ()
+    block_size: int | None = None
+
+    def __post_init__(self):
+        if self.pixel_size is not None and not self.pixel_size > 0:
+            raise ValueError(f"--pixel-size must be positive, got {self.pixel_size}")
+        if self.block_size is not None and self.block_size < 0:
+            raise ValueError(f"--block-size must be 0 (never) or positive, got {self.block_size}")
+        if self.label_format not in LABEL_FORMATS:
+            raise ValueError(
+                f"the label format must be one of {LABEL_FORMATS}, got {self.label_format!r}"
+            )
+        unknown = set(self.extras) - set(EXTRAS)
+        if unknown:
+            raise ValueError(f"unknown extra outputs {sorted(unknown)}; known: {EXTRAS}")
+        if self.plane is not None and self.max_projection:
+            raise ValueError("--plane and --max-projection exclude each other")
+        object.__setattr__(self, "extras", tuple(self.extras))
 
 
 def nucleus_columns(pixel_size: float | None) -> list[str]:
@@ -64,11 +119,22 @@ def nucleus_columns(pixel_size: float | None) -> list[str]:
     return NUCLEUS_COLUMNS + (MICROMETRE_COLUMNS if pixel_size else [])
 
 
-def find_images(inputs: Iterable[str | Path], recursive: bool = False) -> list[Path]:
-    """The image files named by ``inputs``: files as given, folders listed for image suffixes.
+def summary_columns(pixel_size: float | None) -> list[str]:
+    """The columns of ``summary.csv``: micrometre ones too when a pixel size is given."""
+    micrometres = SUMMARY_MICROMETRE_COLUMNS if pixel_size else []
+    return SUMMARY_COLUMNS[:-2] + micrometres + SUMMARY_COLUMNS[-2:]
+
+
+def find_inputs(
+    inputs: Iterable[str | Path], recursive: bool = False
+) -> tuple[list[Path], list[tuple[Path, str]]]:
+    """The image files named by ``inputs``, and the inputs passed over with their reasons.
 
     Files given by name are kept whatever their suffix, so that one that is not an image is
-    reported rather than silently left out. In folders, hidden files are skipped.
+    reported rather than silently left out. Folders are listed for image suffixes (hidden
+    files skipped); what they hold under an image's name that cannot be an image (a broken
+    link, a folder, a pipe) is passed over with its reason, as is a broken link given by
+    name.
 
     Raises
     ------
@@ -79,24 +145,44 @@ def find_images(inputs: Iterable[str | Path], recursive: bool = False) -> list[P
     """
     inputs = list(inputs)
     found: list[Path] = []
+    passed_over: list[tuple[Path, str]] = []
     for item in map(Path, inputs):
         if item.is_file():
             found.append(item)
         elif item.is_dir():
             listing = item.rglob("*") if recursive else item.iterdir()
-            found += sorted(
-                path
-                for path in listing
-                if path.is_file()
-                and path.suffix.lower() in IMAGE_SUFFIXES
-                and not path.name.startswith(".")
-            )
+            for path in sorted(listing):
+                if path.suffix.lower() not in IMAGE_SUFFIXES or path.name.startswith("."):
+                    continue
+                if path.is_file():
+                    found.append(path)
+                elif not (recursive and path.is_dir()):
+                    passed_over.append((path, _not_an_image(path)))
+        elif item.is_symlink():
+            passed_over.append((item, _not_an_image(item)))
         else:
             raise FileNotFoundError(f"{item}: no such file or folder")
     if not found:
         suffixes = ", ".join(IMAGE_SUFFIXES)
-        raise ValueError(f"no image files ({suffixes}) in {[str(item) for item in inputs]}")
-    return list(dict.fromkeys(found))
+        reasons = "".join(f"; {reason}" for _, reason in passed_over)
+        raise ValueError(
+            f"no image files ({suffixes}) in {[str(item) for item in inputs]}{reasons}"
+        )
+    return list(dict.fromkeys(found)), passed_over
+
+
+def _not_an_image(path: Path) -> str:
+    """Why ``path``, named like an image, is not one that can be read."""
+    if path.is_symlink() and not path.exists():
+        return f"{path}: a broken link (to {os.readlink(path)})"
+    if path.is_dir():
+        return f"{path}: a folder, not an image (--recursive looks inside folders)"
+    return f"{path}: not a regular file"
+
+
+def find_images(inputs: Iterable[str | Path], recursive: bool = False) -> list[Path]:
+    """The image files named by ``inputs`` (see :func:`find_inputs`)."""
+    return find_inputs(inputs, recursive)[0]
 
 
 def output_names(
@@ -327,17 +413,47 @@ def load_model_and_settings(model_path: Path) -> tuple[object, dict, bool]:
         return net, settings, False
 
 
-def _segment_plane(
-    net, pixels, path, settings, pixel_size, plane, name, started, block_size=None, progress=True
-):
-    """Segment and measure one plane: its labels, overlay, nucleus table and summary row.
+@dataclass
+class PlaneResult:
+    """One plane segmented and measured."""
 
-    Large planes (see :func:`unet_tf.large.is_large`) are segmented block by block, with an
-    overlay downsampled to at most ``large.OVERLAY_SIDE`` pixels a side.
+    labels: np.ndarray
+    # The image with the nuclei outlined, 8-bit RGB.
+    overlay: np.ndarray
+    # A row per nucleus (NUCLEUS_COLUMNS) and the plane's row of the summary.
+    table: pd.DataFrame
+    row: dict
+
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        """The result as arrays, to keep it as a finished piece of a stack."""
+        return {
+            "labels": self.labels,
+            "overlay": self.overlay,
+            "row": np.array(json.dumps(self.row)),
+            **journal.table_arrays(self.table, "nuclei"),
+        }
+
+    @classmethod
+    def from_arrays(cls, arrays: dict[str, np.ndarray]) -> "PlaneResult":
+        """The result :meth:`to_arrays` kept."""
+        table = journal.arrays_table(arrays, "nuclei")
+        return cls(arrays["labels"], arrays["overlay"], table, json.loads(str(arrays["row"])))
+
+
+def _segment_plane(
+    net, pixels, path, settings, options: PredictOptions, plane, parts=None, progress=True
+) -> PlaneResult:
+    """Segment and measure one plane.
+
+    Large planes (see :func:`unet_tf.large.is_large`) are segmented block by block, the
+    finished blocks kept in ``parts`` (a :class:`unet_tf.journal.Parts`), with an overlay
+    downsampled to at most ``large.OVERLAY_SIDE`` pixels a side.
     """
     from unet_tf import inference, large, plots
 
-    if large.is_large(pixels.shape, block_size):
+    started = time.monotonic()
+    name, pixel_size = path.name, options.pixel_size
+    if large.is_large(pixels.shape, options.block_size):
         result = large.segment_large(
             net,
             pixels,
@@ -346,8 +462,9 @@ def _segment_plane(
             name,
             plane,
             pixel_size,
-            block_size=block_size or large.BLOCK_SIZE,
+            block_size=options.block_size or large.BLOCK_SIZE,
             progress=progress,
+            parts=parts,
         )
         labels, table, scale, overlay = result.labels, result.table, result.scale, result.overlay
     else:
@@ -373,97 +490,171 @@ def _segment_plane(
     # The resampling applied to bring the nuclei to the training size (1: none).
     row["scale"] = round(scale, 3)
     row["seconds"] = round(time.monotonic() - started, 2)
-    return labels, overlay, table, row
+    return PlaneResult(labels, overlay, table, row)
+
+
+def _segment_file(net, stack, path, settings, options, parts, progress) -> list[PlaneResult]:
+    """Segment every plane of a file; each finished plane of a stack is kept in ``parts``,
+    and taken from there when the run continues."""
+    if not stack.is_stack:
+        return [_segment_plane(net, stack.planes[0], path, settings, options, 0, parts, progress)]
+    results = []
+    for index, pixels in enumerate(stack.planes):
+        piece = f"plane-{index:04d}"
+        kept = parts.load(piece)
+        if kept is None:
+            result = _segment_plane(
+                net, pixels, path, settings, options, index, parts.within(piece), progress
+            )
+            parts.save(piece, **result.to_arrays())
+        else:
+            result = PlaneResult.from_arrays(kept)
+        results.append(result)
+    return results
+
+
+def _write_outputs(output_dir, names, stack, results, options) -> list[Path]:
+    """Write an image's label image, overlays and outlines; returns the files written."""
+    from unet_tf import outlines, stacks
+
+    labels_path = output_dir / names["labels"]
+    written = [labels_path]
+    if stack.is_stack:
+        stacks.write_label_stack(labels_path, [r.labels for r in results], stack.axes, stack.shape)
+        stem = names["overlay"].removesuffix(".png")
+        for index, result in enumerate(results):
+            written.append(output_dir / f"{stem}_p{index:03d}.png")
+            write_png(written[-1], result.overlay)
+    else:
+        write_labels(labels_path, results[0].labels)
+        written.append(output_dir / names["overlay"])
+        write_png(written[-1], results[0].overlay)
+    if options.extras:
+        traced = [outlines.polygons(result.labels) for result in results]
+        if "rois" in options.extras:
+            written.append(output_dir / names["rois"])
+            outlines.write_imagej_rois(written[-1], traced)
+        if "geojson" in options.extras:
+            written.append(output_dir / names["geojson"])
+            outlines.write_geojson(written[-1], traced)
+    return written
+
+
+@dataclass
+class Outcome:
+    """What a run of :func:`predict_images` did."""
+
+    # Images whose outputs are complete, in the order of the inputs.
+    finished: list[Path]
+    # Of them, those a run before this one finished (continued with resume).
+    reused: int
+    # Images that could not be read or predicted, with the reason.
+    skipped: list[tuple[Path, str]]
+    # Nuclei in nuclei.csv.
+    nuclei: int
 
 
 def predict_images(
     net,
     paths: Sequence[Path],
-    output_dir: Path,
+    run: "journal.Journal",
     settings: dict,
-    pixel_size: float | None = None,
-    label_format: str = "tif",
+    options: PredictOptions = PredictOptions(),
     progress: bool = True,
-    channel: int | None = None,
-    plane: int | None = None,
-    max_projection: bool = False,
-    extras: Sequence[str] = (),
-    block_size: int | None = None,
-) -> tuple[pd.DataFrame, pd.DataFrame, list[tuple[Path, str]]]:
-    """Segment and measure each image, writing its outputs; returns the tables and skips.
+) -> Outcome:
+    """Segment and measure each image, writing its outputs and the run's tables.
+
+    The outputs go to ``run.output_dir``; images that ``run`` (a
+    :class:`unet_tf.journal.Journal`) records as finished with all of their outputs in
+    place are not predicted again. ``nuclei.csv`` and ``summary.csv`` are written at the
+    end, and also when the run is stopped (:class:`unet_tf.interrupt.Stopped`, which then
+    carries ``finished`` and ``total`` counts): they always hold exactly the finished
+    images.
 
     Stacks (z-stacks, time series) are segmented plane by plane in 2-D: their labels are
     one TIFF with a plane per input plane and the same axes, with an overlay per plane
     (``<name>_overlay_p<index>.png``), a row per plane in the summary and a ``plane``
-    column in the nucleus table; ``channel``, ``plane`` and ``max_projection`` choose what
-    is segmented (see :func:`unet_tf.stacks.read_stack`). ``extras`` asks for the nuclei's
-    outlines too, as ImageJ ROIs (``"rois"``) and GeoJSON (``"geojson"``; see
-    :mod:`unet_tf.outlines`). Images of more than ``large.LARGE_PIXELS`` pixels (or with a
-    side above ``block_size`` when it is given; 0 never) are segmented in blocks with
-    bounded memory (see :mod:`unet_tf.large`).
-
-    Returns ``(nuclei, summary, skipped)``, ``skipped`` a list of ``(path, reason)``.
+    column in the nucleus table. ``options.extras`` asks for the nuclei's outlines too, as
+    ImageJ ROIs and GeoJSON (see :mod:`unet_tf.outlines`). Large images are segmented in
+    blocks with bounded memory (see :mod:`unet_tf.large`). Finished planes of a stack and
+    blocks of a large image are kept, so that a stopped run continues from them.
     """
     from tqdm.auto import tqdm
 
-    from unet_tf import outlines, stacks
+    from unet_tf import stacks
 
-    names = output_names(paths, label_format, extras)
-    nuclei, summary, skipped = [], [], []
-    for path in tqdm(paths, desc="images", unit="image", disable=not progress, file=sys.stderr):
-        started = time.monotonic()
-        try:
-            stack = stacks.read_stack(path, channel, plane, max_projection)
-            if stack.is_stack and label_format != "tif":
-                raise ValueError(f"{path}: a stack's labels are written as TIFF; drop --format")
-        except (OSError, ValueError) as error:
-            skipped.append((path, str(error)))
-            continue
-        results = []
-        try:
-            for index, pixels in enumerate(stack.planes):
-                results.append(
-                    _segment_plane(
-                        net,
-                        pixels,
-                        path,
-                        settings,
-                        pixel_size,
-                        index,
-                        path.name,
-                        started,
-                        block_size,
-                        progress,
+    names = output_names(paths, options.label_format, options.extras)
+    keys = {path: names[path]["overlay"].removesuffix("_overlay.png") for path in paths}
+    _remove_partial_files(run, names.values())
+    todo = [path for path in paths if not run.is_finished(keys[path], path)]
+    skipped = []
+    try:
+        with tqdm(todo, desc="images", unit="image", disable=not progress, file=sys.stderr) as bar:
+            for path in bar:
+                try:
+                    stack = stacks.read_stack(
+                        path, options.channel, options.plane, options.max_projection
                     )
-                )
-                started = time.monotonic()
-        except (ValueError, MemoryError) as error:
-            skipped.append((path, f"{path}: prediction failed ({type(error).__name__}: {error})"))
-            continue
-        labels_path, overlay_path = output_dir / names[path]["labels"], names[path]["overlay"]
-        if stack.is_stack:
-            planes = [result[0] for result in results]
-            stacks.write_label_stack(labels_path, planes, stack.axes, stack.shape)
-            stem = overlay_path.removesuffix(".png")
-            for index, result in enumerate(results):
-                write_png(output_dir / f"{stem}_p{index:03d}.png", result[1])
-        else:
-            write_labels(labels_path, results[0][0])
-            write_png(output_dir / overlay_path, results[0][1])
-        if extras:
-            traced = [outlines.polygons(result[0]) for result in results]
-            if "rois" in extras:
-                outlines.write_imagej_rois(output_dir / names[path]["rois"], traced)
-            if "geojson" in extras:
-                outlines.write_geojson(output_dir / names[path]["geojson"], traced)
-        nuclei += [result[2] for result in results]
-        summary += [result[3] for result in results]
-    nuclei_table = (
-        pd.concat(nuclei, ignore_index=True)
-        if nuclei
-        else pd.DataFrame(columns=nucleus_columns(pixel_size))
+                    if stack.is_stack and options.label_format != "tif":
+                        raise ValueError(
+                            f"{path}: a stack's labels are written as TIFF; drop --format"
+                        )
+                except (OSError, ValueError) as error:
+                    skipped.append((path, str(error)))
+                    continue
+                parts = run.parts(keys[path])
+                try:
+                    results = _segment_file(net, stack, path, settings, options, parts, progress)
+                except (ValueError, MemoryError) as error:
+                    name = type(error).__name__
+                    skipped.append((path, f"{path}: prediction failed ({name}: {error})"))
+                    continue
+                # The files of an image are written as one: a stop waits until they are.
+                with interrupt.deferred():
+                    written = _write_outputs(run.output_dir, names[path], stack, results, options)
+                    run.finish(keys[path], path, written, *_tables(results, options))
+    except interrupt.Stopped as stop:
+        stop.finished = sum(run.is_finished(keys[path], path) for path in paths)
+        stop.total = len(paths)
+        raise
+    finally:
+        with interrupt.deferred():
+            nuclei = run.write_tables(
+                [keys[path] for path in paths],
+                nucleus_columns(options.pixel_size),
+                summary_columns(options.pixel_size),
+            )
+    finished = [path for path in paths if run.is_finished(keys[path], path)]
+    return Outcome(finished, len(paths) - len(todo), skipped, nuclei)
+
+
+def _tables(results: list[PlaneResult], options) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """An image's rows of the nucleus table and of the summary."""
+    # Planes without nuclei have empty tables without types: concatenated with the others
+    # they would turn numbers into text.
+    tables = [result.table for result in results if len(result.table)]
+    nuclei = (
+        pd.concat(tables, ignore_index=True)
+        if tables
+        else pd.DataFrame(columns=nucleus_columns(options.pixel_size))
     )
-    return nuclei_table, pd.DataFrame(summary), skipped
+    return nuclei, pd.DataFrame([result.row for result in results])
+
+
+def _remove_partial_files(run, names: Iterable[dict[str, str]]) -> None:
+    """Remove what a killed run left half-written: the temporary files of its outputs
+    (see :func:`unet_tf.files.atomic_path`) and of its record."""
+    outputs = {"nuclei.csv", "summary.csv"}
+    stems = set()
+    for image in names:
+        outputs.update(image.values())
+        stems.add(image["overlay"].removesuffix(".png") + "_p")
+    for path, target in files.partial_files(run.output_dir):
+        if target in outputs or target.startswith(tuple(stems)):
+            path.unlink(missing_ok=True)
+    for folder in [run.folder, *run.folder.glob("*.parts")]:
+        for path, _ in files.partial_files(folder):
+            path.unlink(missing_ok=True)
 
 
 def planned_outputs(
@@ -511,6 +702,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     choice.add_argument(
         "--max-projection", action="store_true", help="segment the maximum projection of a stack"
     )
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue a stopped run into the same output folder: the images it finished are "
+        "kept, the others predicted (same model, settings and options only)",
+    )
     return parser
 
 
@@ -522,50 +719,53 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run ``predict``; returns 0 on success, 1 if images were skipped, 2 on bad arguments."""
-    if args.pixel_size is not None and not args.pixel_size > 0:
-        print(f"error: --pixel-size must be positive, got {args.pixel_size}", file=sys.stderr)
-        return 2
-    if args.block_size is not None and args.block_size < 0:
-        print(
-            f"error: --block-size must be 0 (never) or positive, got {args.block_size}",
-            file=sys.stderr,
-        )
-        return 2
-    if args.output.exists() and not args.output.is_dir():
-        print(f"error: {args.output}: is a file, not a folder; choose another -o", file=sys.stderr)
-        return 2
+    """Run ``predict``; returns 0 on success, 1 if inputs were skipped, 2 on bad arguments,
+    and 130 (SIGINT, Ctrl-C) or 143 (SIGTERM) when stopped, saying how to continue."""
+    with interrupt.stop_on_signals():
+        try:
+            return _run(args)
+        except interrupt.Stopped as stop:
+            if hasattr(stop, "finished"):
+                print(
+                    f"stopped by {stop.name}: {stop.finished} of {stop.total} images done, "
+                    f"their rows in {args.output}/nuclei.csv and summary.csv; the same "
+                    "command with --resume does the rest",
+                    file=sys.stderr,
+                )
+            else:
+                print(f"stopped by {stop.name} before any image was done", file=sys.stderr)
+            return stop.exit_status
+
+
+def _run(args: argparse.Namespace) -> int:
+    from unet_tf import cli, inference
+
     try:
-        paths = find_images(args.inputs, recursive=args.recursive)
-    except (FileNotFoundError, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    extras = [name for name in ("rois", "geojson") if getattr(args, name)]
-    planned = planned_outputs(paths, args.output, args.label_format, extras)
-    existing = [p for p in planned if p.exists()]
-    if existing and not args.overwrite:
-        shown = ", ".join(str(p) for p in existing[:3]) + (" ..." if len(existing) > 3 else "")
-        print(
-            f"error: {len(existing)} outputs exist already ({shown}); "
-            "use --overwrite to replace them or choose another --output",
-            file=sys.stderr,
+        options = PredictOptions(
+            pixel_size=args.pixel_size,
+            label_format=args.label_format,
+            channel=args.channel,
+            plane=args.plane,
+            max_projection=args.max_projection,
+            extras=tuple(name for name in EXTRAS if getattr(args, name)),
+            block_size=args.block_size,
         )
-        return 2
-    try:
+        if args.resume and args.overwrite:
+            raise ValueError("--resume and --overwrite exclude each other")
+        if args.output.exists() and not args.output.is_dir():
+            raise ValueError(f"{args.output}: is a file, not a folder; choose another -o")
+        paths, passed_over = find_inputs(args.inputs, recursive=args.recursive)
+        _check_existing_outputs(paths, args, options)
         net, settings, tuned = load_model_and_settings(args.model)
     except (FileNotFoundError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    from unet_tf import inference
-
     if not tuned:
         print(
             f"note: {inference.settings_path(args.model).name} not found; using untuned "
             f"settings {settings['postprocess']}",
             file=sys.stderr,
         )
-    from unet_tf import cli
-
     cli.apply_inference_options(settings, args)
     try:
         inference.check_tile_size(net, settings["tile_size"])
@@ -579,32 +779,56 @@ def run(args: argparse.Namespace) -> int:
     except OSError as error:
         print(f"error: cannot write the outputs into {args.output} ({error})", file=sys.stderr)
         return 2
+    # What the outputs are made with: a run continues only with the same.
+    identity = {
+        "model_sha256": journal.file_checksum(args.model),
+        "settings": settings,
+        "options": asdict(options),
+    }
     try:
-        nuclei, summary, skipped = predict_images(
-            net,
-            paths,
-            args.output,
-            settings,
-            pixel_size=args.pixel_size,
-            label_format=args.label_format,
-            progress=not args.quiet,
-            channel=args.channel,
-            plane=args.plane,
-            max_projection=args.max_projection,
-            extras=extras,
-            block_size=args.block_size,
-        )
+        record = journal.Journal.start(args.output, identity, resume=args.resume)
+        outcome = predict_images(net, paths, record, settings, options, progress=not args.quiet)
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    _write_csv(args.output / "nuclei.csv", nuclei)
-    _write_csv(args.output / "summary.csv", summary)
-    done = len(paths) - len(skipped)
-    print(f"{done} images, {len(nuclei)} nuclei -> {args.output}")
+    return _report(outcome, passed_over, len(paths) + len(passed_over), args.output)
+
+
+def _check_existing_outputs(paths, args, options) -> None:
+    """Refuse to overwrite outputs unless asked to, or to continue outputs without a record.
+
+    Raises
+    ------
+    ValueError
+        If outputs exist without ``--overwrite`` or ``--resume``, or with ``--resume`` but
+        without the record of the run that wrote them.
+    """
+    planned = planned_outputs(paths, args.output, options.label_format, options.extras)
+    existing = [path for path in [*planned, args.output / journal.FOLDER] if path.exists()]
+    if not existing or args.overwrite:
+        return
+    shown = ", ".join(str(path) for path in existing[:3]) + (" ..." if len(existing) > 3 else "")
+    if not args.resume:
+        raise ValueError(
+            f"{len(existing)} outputs exist already ({shown}); use --resume to continue the run "
+            "that wrote them, --overwrite to replace them, or another --output"
+        )
+    if not (args.output / journal.FOLDER / "run.json").is_file():
+        raise ValueError(
+            f"{args.output}: outputs exist ({shown}) but no record of the run that wrote them "
+            f"({journal.FOLDER}/run.json), so it cannot be continued; use --overwrite"
+        )
+
+
+def _report(outcome: Outcome, passed_over, inputs: int, output: Path) -> int:
+    """Say what was done and skipped; the exit status (1 if any input was skipped)."""
+    earlier = f" ({outcome.reused} of them by the run continued)" if outcome.reused else ""
+    print(f"{len(outcome.finished)} images{earlier}, {outcome.nuclei} nuclei -> {output}")
+    skipped = [*passed_over, *outcome.skipped]
     for _, reason in skipped:
         print(f"skipped: {reason}", file=sys.stderr)
     if skipped:
-        print(f"{len(skipped)} of {len(paths)} images skipped", file=sys.stderr)
+        print(f"{len(skipped)} of {inputs} images skipped", file=sys.stderr)
     return 1 if skipped else 0
 
 
