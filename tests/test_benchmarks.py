@@ -369,3 +369,19 @@ def test_scale_check_counts_a_size_as_right_within_a_factor_of_1_3():
     assert size_right(right * 1.31, labels, 16.0) is False
     assert size_right(right / 1.31, labels, 16.0) is False
     assert size_right(1.0, np.zeros((8, 8), np.int32), 16.0) is None
+
+
+def test_quality_check_judges_the_estimate_by_source_and_saves_it(tmp_path, tiny_model):
+    from unet_tf import quality
+
+    done = run_benchmark(
+        tmp_path, "quality_check.py", "--model", str(tiny_model), "--max-images", "1"
+    )
+    rows = {row["images of"]: row for row in markdown_rows(done.stdout)}
+    assert set(rows) == {"validation split, TTA", "validation split, no TTA"}
+    saved = json.loads((tmp_path / "reports" / "quality_check.json").read_text())
+    groups = saved["results"]["validation split, TTA"]["images"]
+    assert groups >= 5 and float(rows["validation split, TTA"]["images"]) == groups
+    assert -1 <= float(rows["validation split, TTA"]["spearman"]) <= 1
+    estimate = quality.QualityModel.load(quality.quality_path(tiny_model))
+    assert estimate.fitted_on["images"] == groups

@@ -163,3 +163,24 @@ def test_sharp_enlargement_keeps_the_range_and_steepens_edges():
     np.testing.assert_array_equal(
         inference.resize(sharp, (20, 20), sharp=True), inference.resize(sharp, (20, 20))
     )
+
+
+def test_the_spread_of_the_tta_views_is_their_standard_deviation(net):
+    image = np.random.default_rng(5).random((32, 48, 3)).astype(np.float32)
+    mean, spread = inference.predict_full(net, image, tile_size=64, tta=True, spread=True)
+    # One tile: the plain mean and standard deviation of the 8 views, each turned back.
+    prepared = inference.appearance.to_model_input(image, model.model_channels(net))
+    views = np.stack(
+        [
+            inference.inverse_dihedral(
+                net.predict_on_batch(inference.dihedral(prepared, t)[None])[0], t
+            )
+            for t in inference.DIHEDRAL
+        ]
+    )
+    np.testing.assert_allclose(mean, views.mean(axis=0), atol=1e-5)
+    np.testing.assert_allclose(spread, views.std(axis=0), atol=1e-3)
+    assert spread.max() > 1e-3  # An untrained net is not symmetric: its views differ.
+    plain, none = inference.predict_full(net, image, tile_size=64, spread=True)
+    np.testing.assert_allclose(none, 0.0, atol=1e-3)
+    np.testing.assert_allclose(plain, inference.predict_full(net, image, tile_size=64))

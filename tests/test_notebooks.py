@@ -100,8 +100,10 @@ def test_smoke_profile_runs_every_notebook_and_writes_the_reports(tmp_path):
         "04-submission-preview.png",
     ]:
         assert (reports / "figures" / figure).is_file(), figure
-    for name in ["unet.keras", "unet.json", "unet.log.csv"]:
+    for name in ["unet.keras", "unet.json", "unet.log.csv", "unet.quality.json"]:
         assert (tmp_path / "models" / name).is_file(), name
+    # 03 judged the quality estimate source by source, with TTA and without.
+    assert set(json.loads((reports / "quality.json").read_text())) == {"TTA", "no TTA"}
     record = json.loads((tmp_path / "models" / "unet.json").read_text())
     assert record["parameters"]["epochs"] == 2 and "tensorflow" in record["environment"]
     metrics = json.loads((reports / "metrics.json").read_text())

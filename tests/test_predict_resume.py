@@ -276,8 +276,8 @@ def test_resume_refuses_other_settings_naming_the_difference(
     assert run(disc_model_path, str(inputs), "-o", str(output)) == 0
     capsys.readouterr()
     assert run(disc_model_path, str(inputs), "-o", str(output), "--resume", *arguments) == 2
-    error = capsys.readouterr().err
-    assert error.count("\n") == 1 and message in error and "--overwrite" in error
+    (error,) = [line for line in capsys.readouterr().err.splitlines() if "error" in line]
+    assert error.startswith("error: ") and message in error and "--overwrite" in error
 
 
 def test_resume_refuses_outputs_without_a_record_and_overwrite_with_resume(

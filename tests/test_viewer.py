@@ -45,3 +45,35 @@ def test_moving_a_slider_changes_the_nuclei_shown_without_running_the_network_ag
     assert "true nuclei" not in view.summary.value
     view.picker.value = "small and large"
     assert len(calls) == 2
+
+
+def constant_estimate(expected: float, threshold: float, confidence_logit: float = 2.0):
+    """A quality estimate that says ``expected`` of every image, whatever it sees."""
+    from unet_tf import quality
+
+    def constant(names, bias):
+        count = len(names)
+        return quality.Linear(names, (0.0,) * count, (1.0,) * count, (0.0,) * count, bias)
+
+    plain = [name for name in quality.IMAGE_FEATURES if name not in quality.WITH_TTA]
+    nucleus = [name for name in quality.NUCLEUS_FEATURES if name not in quality.WITH_TTA]
+    return quality.QualityModel(
+        constant(quality.NUCLEUS_FEATURES, confidence_logit),
+        constant(nucleus, confidence_logit),
+        constant(quality.IMAGE_FEATURES, expected),
+        constant(plain, expected),
+        threshold,
+    )
+
+
+def test_the_viewer_shows_the_expected_score_and_each_nucleus_confidence(disc_model_path):
+    from unet_tf import predict
+
+    net, settings, _ = predict.load_model_and_settings(disc_model_path)
+    samples = [sample("two discs", [((15, 15), 6), ((40, 50), 10)])]
+    view = viewer.Viewer(net, samples, settings, constant_estimate(0.8, threshold=0.5))
+    assert "expected DSB 0.800 (looks reliable)" in view.summary.value
+    assert view.table.value.count("0.88") == 2  # sigmoid(2): each nucleus' confidence.
+    doubtful = viewer.Viewer(net, samples, settings, constant_estimate(0.4, threshold=0.5))
+    assert "expected DSB 0.400 (<b>unreliable</b>: check by eye)" in doubtful.summary.value
+    assert "expected DSB" not in viewer.Viewer(net, samples, settings).summary.value

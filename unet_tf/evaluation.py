@@ -58,6 +58,15 @@ def imaging_types(samples: Sequence[Sample]) -> dict[str, str]:
     return {image_id: data.imaging_type(image) for image_id, image, _ in samples}
 
 
+def source_groups(samples: Sequence[Sample]) -> dict[str, str]:
+    """The source of every sample, by image id: its imaging type and size, such as
+    ``stained 320x256`` (in DSB2018 one microscope, stain and magnification)."""
+    return {
+        image_id: f"{data.imaging_type(image)} {image.shape[1]}x{image.shape[0]}"
+        for image_id, image, _ in samples
+    }
+
+
 def predict_outputs(
     model, samples: Sequence[Sample], tile_size: int = 1024, tta: bool = False
 ) -> list[np.ndarray]:

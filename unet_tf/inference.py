@@ -106,7 +106,8 @@ def predict_full(
     tta: bool = False,
     batch_size: int | None = None,
     stats: np.ndarray | None = None,
-) -> np.ndarray:
+    spread: bool = False,
+) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
     """Predict an image of any size at full resolution.
 
     Parameters
@@ -132,11 +133,15 @@ def predict_full(
         Normalisation statistics of the whole image (:func:`unet_tf.appearance.statistics`)
         when ``image`` is one block of a larger one (see :mod:`unet_tf.large`); by default
         they are computed on ``image``.
+    spread : bool
+        Also return how much the 8 views of TTA disagree: the standard deviation of their
+        outputs, per pixel and class (zero without TTA).
 
     Returns
     -------
     numpy.ndarray
-        ``(height, width, num_classes)`` float32.
+        ``(height, width, num_classes)`` float32; with ``spread``, a pair of such arrays, the
+        mean and the spread.
 
     Raises
     ------
@@ -172,7 +177,7 @@ def predict_full(
     # Each work item is one transformed tile. A quarter turn swaps the sides of a
     # rectangular tile, so batches take items of one orientation at a time.
     origins = [(top, left) for top in tops for left in lefts]
-    total = weights = None
+    total = weights = squares = None
     for turned in (False, True):
         items = [
             (origin, transform)
@@ -192,11 +197,20 @@ def predict_full(
             if total is None:
                 total = np.zeros((*padded.shape[:2], predictions.shape[-1]), np.float32)
                 weights = np.zeros((*padded.shape[:2], 1), np.float32)
+                squares = np.zeros_like(total) if spread else None
             for ((top, left), transform), prediction in zip(chunk, predictions, strict=True):
                 prediction = inverse_dihedral(prediction, transform)
                 total[top : top + tile_height, left : left + tile_width] += prediction * window
                 weights[top : top + tile_height, left : left + tile_width] += window
-    return crop_to_shape(total / weights, shape)
+                if spread:
+                    squares[top : top + tile_height, left : left + tile_width] += (
+                        prediction**2 * window
+                    )
+    mean = total / weights
+    if not spread:
+        return crop_to_shape(mean, shape)
+    deviation = np.sqrt(np.maximum(squares / weights - mean**2, 0.0))
+    return crop_to_shape(mean, shape), crop_to_shape(deviation, shape)
 
 
 # Used when a model has no tuned settings beside it: the method that needs only channel 0,
@@ -492,13 +506,22 @@ def _estimated(settings: dict) -> bool:
     return bool(rescaling) and not settings.get("image_nucleus_diameter")
 
 
-def predict(model, image: np.ndarray, settings: dict, scale: float | None = None, stats=None):
+def predict(
+    model,
+    image: np.ndarray,
+    settings: dict,
+    scale: float | None = None,
+    stats=None,
+    spread: bool = False,
+):
     """The network's output for an image at its own size, rescaled as ``settings`` say.
 
     The image is resampled by the factor of :func:`image_scale` (or ``scale``), predicted
     (:func:`predict_full`, with TTA if asked), and the output resampled back, so labels
     always come at the image's own size. ``stats`` are the normalisation statistics of the
-    whole image when ``image`` is a block of it. Returns ``(output, scale)``.
+    whole image when ``image`` is a block of it. Returns ``(output, scale)``; with
+    ``spread``, ``(output, scale, spread)``, the disagreement of the TTA views per pixel
+    (None without TTA).
     """
     plain = None
     if scale is None:
@@ -508,13 +531,23 @@ def predict(model, image: np.ndarray, settings: dict, scale: float | None = None
             plain = predict_full(model, image, tile_size=settings["tile_size"])
         scale = image_scale(model, image, settings, first_output=plain)
         if scale == 1.0 and plain is not None and not settings["tta"]:
-            return plain, scale
+            return (plain, scale, None) if spread else (plain, scale)
     shape = image.shape[:2]
     scaled = resize(image, scaled_shape(shape, scale), sharp=True) if scale != 1.0 else image
+    with_spread = spread and settings["tta"]
     output = predict_full(
-        model, scaled, tile_size=settings["tile_size"], tta=settings["tta"], stats=stats
+        model,
+        scaled,
+        tile_size=settings["tile_size"],
+        tta=settings["tta"],
+        stats=stats,
+        spread=with_spread,
     )
-    return (resize(output, shape) if scale != 1.0 else output), scale
+    output, deviation = output if with_spread else (output, None)
+    if scale != 1.0:
+        output = resize(output, shape)
+        deviation = resize(deviation, shape) if deviation is not None else None
+    return (output, scale, deviation) if spread else (output, scale)
 
 
 def settings_path(model_path: str | Path) -> Path:

@@ -56,6 +56,27 @@ def overlay(
     return rgb
 
 
+# The frame drawn round the overlay of an image whose segmentation looks unreliable.
+UNRELIABLE_COLOUR = (255, 96, 0)
+
+
+def mark_unreliable(overlay_rgb: np.ndarray, expected_dsb: float) -> np.ndarray:
+    """An 8-bit overlay framed in orange, with a note of its expected score at the top left:
+    the segmentation of this image looks unreliable (see :mod:`unet_tf.quality`)."""
+    from PIL import Image, ImageDraw
+
+    picture = Image.fromarray(overlay_rgb)
+    draw = ImageDraw.Draw(picture)
+    height, width = overlay_rgb.shape[:2]
+    thickness = max(2, min(height, width) // 100)
+    draw.rectangle((0, 0, width - 1, height - 1), outline=UNRELIABLE_COLOUR, width=thickness)
+    note = f"unreliable: expected DSB {expected_dsb:.2f}"
+    box = draw.textbbox((thickness + 2, thickness + 2), note)
+    draw.rectangle(box, fill=(0, 0, 0))
+    draw.text((thickness + 2, thickness + 2), note, fill=UNRELIABLE_COLOUR)
+    return np.asarray(picture)
+
+
 def show_grid(panels, titles=None, columns: int = 4, size: float = 3.2, path=None):
     """Show images in a grid, save it to ``path`` if given, and return the figure."""
     import matplotlib.pyplot as plt
@@ -115,6 +136,24 @@ def threshold_sweep(table, path=None):
         label = method if len(best) == len(rows) else f"{method} (best of grid)"
         axis.plot(best.index, best.values, marker="o", label=label)
     axis.set(xlabel="nucleus probability threshold", ylabel="validation DSB score")
+    axis.legend()
+    save_figure(figure, path)
+    return figure
+
+
+def expected_against_true(judged, threshold: float, path=None):
+    """Expected against true DSB per image (:func:`unet_tf.quality.judge`), by imaging
+    type, with the threshold below which images are flagged unreliable."""
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(5, 5))
+    kinds = judged.group.str.split(" ").str[0]
+    for kind in sorted(kinds.unique()):
+        rows = judged[kinds == kind]
+        axis.scatter(rows.expected_dsb, rows.dsb, s=14, alpha=0.7, label=kind)
+    axis.plot([0, 1], [0, 1], color="gray", linewidth=0.8)
+    axis.axvline(threshold, color="tab:orange", linestyle="--", label="flagged below")
+    axis.set(xlim=(0, 1), ylim=(0, 1), xlabel="expected DSB", ylabel="true DSB")
     axis.legend()
     save_figure(figure, path)
     return figure

@@ -114,15 +114,19 @@ class PredictOptions:
         object.__setattr__(self, "extras", tuple(self.extras))
 
 
-def nucleus_columns(pixel_size: float | None) -> list[str]:
-    """The columns of ``nuclei.csv``: micrometre ones too when a pixel size is given."""
-    return NUCLEUS_COLUMNS + (MICROMETRE_COLUMNS if pixel_size else [])
+def nucleus_columns(pixel_size: float | None, assessed: bool = False) -> list[str]:
+    """The columns of ``nuclei.csv``: micrometre ones too when a pixel size is given, and
+    ``confidence`` when the model has a quality estimate."""
+    micrometres = MICROMETRE_COLUMNS if pixel_size else []
+    return NUCLEUS_COLUMNS + micrometres + (["confidence"] if assessed else [])
 
 
-def summary_columns(pixel_size: float | None) -> list[str]:
-    """The columns of ``summary.csv``: micrometre ones too when a pixel size is given."""
+def summary_columns(pixel_size: float | None, assessed: bool = False) -> list[str]:
+    """The columns of ``summary.csv``: micrometre ones too when a pixel size is given, and
+    ``expected_dsb`` and ``reliable`` when the model has a quality estimate."""
     micrometres = SUMMARY_MICROMETRE_COLUMNS if pixel_size else []
-    return SUMMARY_COLUMNS[:-2] + micrometres + SUMMARY_COLUMNS[-2:]
+    verdict = ["expected_dsb", "reliable"] if assessed else []
+    return SUMMARY_COLUMNS[:-2] + micrometres + verdict + SUMMARY_COLUMNS[-2:]
 
 
 def find_inputs(
@@ -441,15 +445,26 @@ class PlaneResult:
 
 
 def _segment_plane(
-    net, pixels, path, settings, options: PredictOptions, plane, parts=None, progress=True
+    net,
+    pixels,
+    path,
+    settings,
+    options: PredictOptions,
+    plane,
+    parts=None,
+    progress=True,
+    estimate=None,
 ) -> PlaneResult:
     """Segment and measure one plane.
 
     Large planes (see :func:`unet_tf.large.is_large`) are segmented block by block, the
     finished blocks kept in ``parts`` (a :class:`unet_tf.journal.Parts`), with an overlay
-    downsampled to at most ``large.OVERLAY_SIDE`` pixels a side.
+    downsampled to at most ``large.OVERLAY_SIDE`` pixels a side. With a quality
+    ``estimate`` (:class:`unet_tf.quality.QualityModel`) the nuclei get a ``confidence``
+    and the plane an ``expected_dsb`` and ``reliable`` (left empty for planes segmented in
+    blocks); an unreliable plane's overlay says so.
     """
-    from unet_tf import inference, large, plots
+    from unet_tf import inference, large, plots, quality
 
     started = time.monotonic()
     name, pixel_size = path.name, options.pixel_size
@@ -467,12 +482,24 @@ def _segment_plane(
             parts=parts,
         )
         labels, table, scale, overlay = result.labels, result.table, result.scale, result.overlay
+        verdict = {"expected_dsb": np.nan, "reliable": None}
+        confidence = np.full(len(table), np.nan)
     else:
         image = to_model_input(pixels, path, settings.get("window"))
-        output, scale = inference.predict(net, image, settings)
+        if estimate is None:
+            output, scale = inference.predict(net, image, settings)
+        else:
+            # With the TTA views' disagreement, which the quality estimate reads.
+            output, scale, spread = inference.predict(net, image, settings, spread=True)
         labels = inference.to_labels(output, settings, scale)
         overlay = plots.overlay(image, prediction=labels, as_uint8=True)
         table = measure(labels, intensity_channel(pixels), name, pixel_size, plane)
+        if estimate is not None:
+            confidence, verdict = quality.assess(estimate, labels, output, spread, scale, image)
+            if not verdict["reliable"]:
+                overlay = plots.mark_unreliable(overlay, verdict["expected_dsb"])
+    if estimate is not None:
+        table["confidence"] = confidence
     areas = table["area"].to_numpy()
     row = {
         "image": name,
@@ -487,24 +514,33 @@ def _segment_plane(
     if pixel_size:
         row["mean_area_um2"] = row["mean_area"] * pixel_size**2
         row["median_area_um2"] = row["median_area"] * pixel_size**2
+    if estimate is not None:
+        row["expected_dsb"] = round(verdict["expected_dsb"], 3)
+        row["reliable"] = verdict["reliable"]
     # The resampling applied to bring the nuclei to the training size (1: none).
     row["scale"] = round(scale, 3)
     row["seconds"] = round(time.monotonic() - started, 2)
     return PlaneResult(labels, overlay, table, row)
 
 
-def _segment_file(net, stack, path, settings, options, parts, progress) -> list[PlaneResult]:
+def _segment_file(
+    net, stack, path, settings, options, parts, progress, estimate=None
+) -> list[PlaneResult]:
     """Segment every plane of a file; each finished plane of a stack is kept in ``parts``,
     and taken from there when the run continues."""
     if not stack.is_stack:
-        return [_segment_plane(net, stack.planes[0], path, settings, options, 0, parts, progress)]
+        return [
+            _segment_plane(
+                net, stack.planes[0], path, settings, options, 0, parts, progress, estimate
+            )
+        ]
     results = []
     for index, pixels in enumerate(stack.planes):
         piece = f"plane-{index:04d}"
         kept = parts.load(piece)
         if kept is None:
             result = _segment_plane(
-                net, pixels, path, settings, options, index, parts.within(piece), progress
+                net, pixels, path, settings, options, index, parts.within(piece), progress, estimate
             )
             parts.save(piece, **result.to_arrays())
         else:
@@ -561,6 +597,7 @@ def predict_images(
     settings: dict,
     options: PredictOptions = PredictOptions(),
     progress: bool = True,
+    estimate=None,
 ) -> Outcome:
     """Segment and measure each image, writing its outputs and the run's tables.
 
@@ -577,7 +614,9 @@ def predict_images(
     column in the nucleus table. ``options.extras`` asks for the nuclei's outlines too, as
     ImageJ ROIs and GeoJSON (see :mod:`unet_tf.outlines`). Large images are segmented in
     blocks with bounded memory (see :mod:`unet_tf.large`). Finished planes of a stack and
-    blocks of a large image are kept, so that a stopped run continues from them.
+    blocks of a large image are kept, so that a stopped run continues from them. With a
+    quality ``estimate`` (:class:`unet_tf.quality.QualityModel`) the tables get a
+    ``confidence`` per nucleus and an ``expected_dsb`` and ``reliable`` per image.
     """
     from tqdm.auto import tqdm
 
@@ -604,7 +643,9 @@ def predict_images(
                     continue
                 parts = run.parts(keys[path])
                 try:
-                    results = _segment_file(net, stack, path, settings, options, parts, progress)
+                    results = _segment_file(
+                        net, stack, path, settings, options, parts, progress, estimate
+                    )
                 except (ValueError, MemoryError) as error:
                     name = type(error).__name__
                     skipped.append((path, f"{path}: prediction failed ({name}: {error})"))
@@ -612,7 +653,8 @@ def predict_images(
                 # The files of an image are written as one: a stop waits until they are.
                 with interrupt.deferred():
                     written = _write_outputs(run.output_dir, names[path], stack, results, options)
-                    run.finish(keys[path], path, written, *_tables(results, options))
+                    tables = _tables(results, options, estimate is not None)
+                    run.finish(keys[path], path, written, *tables)
     except interrupt.Stopped as stop:
         stop.finished = sum(run.is_finished(keys[path], path) for path in paths)
         stop.total = len(paths)
@@ -621,14 +663,16 @@ def predict_images(
         with interrupt.deferred():
             nuclei = run.write_tables(
                 [keys[path] for path in paths],
-                nucleus_columns(options.pixel_size),
-                summary_columns(options.pixel_size),
+                nucleus_columns(options.pixel_size, estimate is not None),
+                summary_columns(options.pixel_size, estimate is not None),
             )
     finished = [path for path in paths if run.is_finished(keys[path], path)]
     return Outcome(finished, len(paths) - len(todo), skipped, nuclei)
 
 
-def _tables(results: list[PlaneResult], options) -> tuple[pd.DataFrame, pd.DataFrame]:
+def _tables(
+    results: list[PlaneResult], options, assessed: bool
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """An image's rows of the nucleus table and of the summary."""
     # Planes without nuclei have empty tables without types: concatenated with the others
     # they would turn numbers into text.
@@ -636,7 +680,7 @@ def _tables(results: list[PlaneResult], options) -> tuple[pd.DataFrame, pd.DataF
     nuclei = (
         pd.concat(tables, ignore_index=True)
         if tables
-        else pd.DataFrame(columns=nucleus_columns(options.pixel_size))
+        else pd.DataFrame(columns=nucleus_columns(options.pixel_size, assessed))
     )
     return nuclei, pd.DataFrame([result.row for result in results])
 
@@ -738,7 +782,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from unet_tf import cli, inference
+    from unet_tf import cli, inference, quality
 
     try:
         options = PredictOptions(
@@ -779,19 +823,50 @@ def _run(args: argparse.Namespace) -> int:
     except OSError as error:
         print(f"error: cannot write the outputs into {args.output} ({error})", file=sys.stderr)
         return 2
+    estimate = _quality_estimate(args.model, settings["tta"])
     # What the outputs are made with: a run continues only with the same.
     identity = {
         "model_sha256": journal.file_checksum(args.model),
         "settings": settings,
         "options": asdict(options),
+        "quality_sha256": journal.file_checksum(quality.quality_path(args.model))
+        if estimate
+        else None,
     }
     try:
         record = journal.Journal.start(args.output, identity, resume=args.resume)
-        outcome = predict_images(net, paths, record, settings, options, progress=not args.quiet)
+        outcome = predict_images(
+            net, paths, record, settings, options, progress=not args.quiet, estimate=estimate
+        )
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     return _report(outcome, passed_over, len(paths) + len(passed_over), args.output)
+
+
+def _quality_estimate(model_path: Path, tta: bool):
+    """The quality estimate beside the model, or None, saying what that means."""
+    from unet_tf import quality
+
+    path = quality.quality_path(model_path)
+    try:
+        estimate = quality.QualityModel.load(path)
+    except FileNotFoundError:
+        print(
+            f"note: {path.name} not found, so no confidence, expected_dsb or reliable columns "
+            "(benchmarks/quality_check.py fits one for a model)",
+            file=sys.stderr,
+        )
+        return None
+    except ValueError as error:
+        print(f"note: {error}; no quality columns", file=sys.stderr)
+        return None
+    if not tta:
+        print(
+            "note: without TTA the quality estimate goes without the disagreement of the views",
+            file=sys.stderr,
+        )
+    return estimate
 
 
 def _check_existing_outputs(paths, args, options) -> None:
@@ -824,6 +899,20 @@ def _report(outcome: Outcome, passed_over, inputs: int, output: Path) -> int:
     """Say what was done and skipped; the exit status (1 if any input was skipped)."""
     earlier = f" ({outcome.reused} of them by the run continued)" if outcome.reused else ""
     print(f"{len(outcome.finished)} images{earlier}, {outcome.nuclei} nuclei -> {output}")
+    summary_path = output / "summary.csv"
+    summary = pd.read_csv(summary_path) if summary_path.stat().st_size > 1 else pd.DataFrame()
+    # "False" only: images segmented in blocks are not assessed (an empty cell).
+    doubtful = summary[summary.reliable.astype(str) == "False"] if "reliable" in summary else []
+    if len(doubtful):
+        names = [
+            f"{name}" + (f" (plane {plane})" if (summary.image == name).sum() > 1 else "")
+            for name, plane in zip(doubtful.image, doubtful.plane, strict=True)
+        ]
+        shown = ", ".join(names[:10]) + (f" and {len(names) - 10} more" if len(names) > 10 else "")
+        print(
+            f"{len(names)} of {len(summary)} images look unreliable (expected DSB below the "
+            f"threshold; check them by eye): {shown}"
+        )
     skipped = [*passed_over, *outcome.skipped]
     for _, reason in skipped:
         print(f"skipped: {reason}", file=sys.stderr)

@@ -57,6 +57,9 @@ class Viewer:
     settings : dict
         Inference settings (``inference.read_settings``): the sliders start at their
         post-processing, and TTA, tile size and rescaling are used as they say.
+    estimate : unet_tf.quality.QualityModel, optional
+        The model's quality estimate: the image's expected score and each nucleus'
+        confidence are shown, as ``predict`` writes them.
 
     Attributes
     ----------
@@ -66,14 +69,14 @@ class Viewer:
         The image's scores (``metrics.image_scores``) when it has labels.
     """
 
-    def __init__(self, model, samples: Sequence[tuple], settings: dict):
+    def __init__(self, model, samples: Sequence[tuple], settings: dict, estimate=None):
         import ipywidgets as widgets
 
         if not samples:
             raise ValueError("no images to show")
-        self.model, self.settings = model, dict(settings)
+        self.model, self.settings, self.estimate = model, dict(settings), estimate
         self.samples = {name: (image, truth) for name, image, truth in samples}
-        self._outputs: dict[str, tuple[np.ndarray, float]] = {}
+        self._outputs: dict[str, tuple] = {}
         start = dict(settings["postprocess"])
         self.method = start.pop("method")
         self.picker = widgets.Dropdown(options=list(self.samples), description="image")
@@ -105,12 +108,12 @@ class Viewer:
         self.labels, self.scores = None, None
         self.update()
 
-    def output(self, name: str) -> tuple[np.ndarray, float]:
-        """The network's output for one image and the factor it was resampled by, computed
-        once."""
+    def output(self, name: str) -> tuple:
+        """The network's output for one image, the factor it was resampled by and the TTA
+        views' disagreement (None without TTA), computed once."""
         if name not in self._outputs:
             image = self.samples[name][0]
-            self._outputs[name] = inference.predict(self.model, image, self.settings)
+            self._outputs[name] = inference.predict(self.model, image, self.settings, spread=True)
         return self._outputs[name]
 
     def postprocess_settings(self) -> dict:
@@ -125,7 +128,7 @@ class Viewer:
         name = self.picker.value
         image, truth = self.samples[name]
         settings = {**self.settings, "postprocess": self.postprocess_settings()}
-        output, scale = self.output(name)
+        output, scale, spread = self.output(name)
         self.labels = inference.to_labels(output, settings, scale)
         overlay = plots.overlay(image, truth=truth, prediction=self.labels, as_uint8=True)
         self.picture.value = _png(overlay)
@@ -138,8 +141,17 @@ class Viewer:
                 f"DSB score {self.scores['dsb_score']:.3f}",
                 f"F1 at IoU 0.5 {self.scores['f1']:.3f}",
             ]
-        self.summary.value = "<br>".join(lines)
         nuclei = measure(self.labels, image.mean(axis=-1), name)
+        if self.estimate is not None:
+            from unet_tf import quality
+
+            confidence, verdict = quality.assess(
+                self.estimate, self.labels, output, spread, scale, image
+            )
+            nuclei["confidence"] = confidence
+            judged = "looks reliable" if verdict["reliable"] else "<b>unreliable</b>: check by eye"
+            lines.append(f"expected DSB {verdict['expected_dsb']:.3f} ({judged})")
+        self.summary.value = "<br>".join(lines)
         self.table.value = nuclei.drop(columns=["image", "plane"]).round(2).to_html(index=False)
 
 
@@ -150,9 +162,14 @@ def _model_and_settings(model_path: str | Path | None):
 
 
 def from_samples(samples, model_path: str | Path | None = None) -> Viewer:
-    """A viewer of ``(name, image, labels or None)`` samples with a trained model."""
+    """A viewer of ``(name, image, labels or None)`` samples with a trained model (and its
+    quality estimate, where one is saved beside it)."""
+    from unet_tf import config, quality
+
     net, settings, _ = _model_and_settings(model_path)
-    return Viewer(net, samples, settings)
+    path = quality.quality_path(Path(model_path or config.MODELS_DIR / "unet.keras"))
+    estimate = quality.QualityModel.load(path) if path.is_file() else None
+    return Viewer(net, samples, settings, estimate)
 
 
 def from_source(
