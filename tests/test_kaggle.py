@@ -174,6 +174,21 @@ def test_an_attached_dataset_without_settings_is_named(tmp_path):
         kaggle.attach_model(tmp_path, tmp_path / "models")
 
 
+def test_an_attached_quality_estimate_comes_along_and_its_absence_is_no_error(tmp_path):
+    source = tmp_path / "dataset"
+    source.mkdir()
+    for name in ("unet.keras", "unet.inference.json"):
+        (source / name).write_text(name)
+    kaggle.attach_model(source, tmp_path / "plain")
+    assert sorted(p.name for p in (tmp_path / "plain").iterdir()) == [
+        "unet.inference.json",
+        "unet.keras",
+    ]
+    (source / "unet.quality.json").write_text("{}")
+    kaggle.attach_model(source, tmp_path / "models")
+    assert (tmp_path / "models" / "unet.quality.json").read_text() == "{}"
+
+
 # --- the builder on small synthetic notebooks ------------------------------------------
 
 

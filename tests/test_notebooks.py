@@ -104,6 +104,8 @@ def test_smoke_profile_runs_every_notebook_and_writes_the_reports(tmp_path):
         assert (tmp_path / "models" / name).is_file(), name
     # 03 judged the quality estimate source by source, with TTA and without.
     assert set(json.loads((reports / "quality.json").read_text())) == {"TTA", "no TTA"}
+    # 04 used it: the test images' expected scores beside the submission.
+    assert len(pd.read_csv(reports / "quality.csv")) == 65
     record = json.loads((tmp_path / "models" / "unet.json").read_text())
     assert record["parameters"]["epochs"] == 2 and "tensorflow" in record["environment"]
     metrics = json.loads((reports / "metrics.json").read_text())

@@ -57,3 +57,29 @@ def test_invalid_submissions_are_refused(tmp_path, mutate, message):
     frame = mutate(pd.read_csv(path, dtype=str, keep_default_na=False))
     with pytest.raises(ValueError, match=message):
         submission.validate_submission(frame, SHAPES)
+
+
+def test_a_submission_with_a_quality_estimate_writes_quality_csv(tmp_path, disc_model_path):
+    from PIL import Image
+    from test_viewer import constant_estimate
+
+    from unet_tf import inference, training
+
+    test_dir = tmp_path / "test"
+    for image_id, discs in (("one", [((10, 10), 5)]), ("two", [((8, 8), 4), ((20, 22), 5)])):
+        folder = test_dir / image_id / "images"
+        folder.mkdir(parents=True)
+        image = (disc_labels((32, 32), discs) > 0).astype(np.uint8) * 230
+        Image.fromarray(image).save(folder / f"{image_id}.png")
+    net = training.load_model(disc_model_path)
+    settings = inference.read_settings(disc_model_path)
+    path = tmp_path / "out" / "submission.csv"
+    plain = submission.make_submission(net, settings, test_dir, path)
+    assert plain.quality is None and not path.with_name("quality.csv").exists()
+    estimate = constant_estimate(0.25, threshold=0.3)
+    result = submission.make_submission(net, settings, test_dir, path, estimate=estimate)
+    written = pd.read_csv(path.with_name("quality.csv"))
+    assert list(written.columns) == ["image_id", "nuclei", "expected_dsb", "reliable"]
+    assert written.set_index("image_id").nuclei.to_dict() == {"one": 1, "two": 2}
+    np.testing.assert_allclose(written.expected_dsb, 0.25)
+    assert not written.reliable.any() and len(result.quality) == 2

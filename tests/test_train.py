@@ -6,6 +6,7 @@ from dataclasses import asdict, fields, replace
 
 import nbformat
 import numpy as np
+import pandas as pd
 import pytest
 from conftest import TINY_TRAINING
 
@@ -228,6 +229,32 @@ def test_evaluate_gives_the_known_score_of_a_model_that_finds_every_bright_pixel
     assert scores["dsb_score"] == pytest.approx(expected, abs=1e-6)
     assert scores["pixel_iou"] == scores["dice"] == 1.0
     assert expected > 0.5  # Most discs stand alone: a model finding nothing scores 0.
+
+
+def test_evaluate_writes_each_image_with_its_expected_score(
+    disc_model_path, disc_folder, tmp_path, capsys
+):
+    import shutil
+
+    from test_viewer import constant_estimate
+
+    from unet_tf import quality
+
+    root, ids = disc_folder
+    model = tmp_path / "model" / disc_model_path.name
+    shutil.copytree(disc_model_path.parent, model.parent)
+    common = ["--data", str(root), "--validation-ids", str(ids), "--no-tta"]
+    table = tmp_path / "images.csv"
+    assert cli(["evaluate", "--model", str(model), *common, "--csv", str(table)]) == 0
+    plain = pd.read_csv(table)
+    assert "expected_dsb" not in plain
+    constant_estimate(0.7, threshold=0.5).save(quality.quality_path(model))
+    assert cli(["evaluate", "--model", str(model), *common, "--csv", str(table)]) == 0
+    rows = pd.read_csv(table)
+    assert len(rows) == 2 and (rows.expected_dsb == 0.7).all() and rows.reliable.all()
+    # The estimate adds columns and changes no score.
+    pd.testing.assert_frame_equal(rows[plain.columns], plain)
+    assert "0 images flagged unreliable" in capsys.readouterr().out
 
 
 @pytest.mark.slow

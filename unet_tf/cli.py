@@ -165,6 +165,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--tune", action="store_true", help="tune the post-processing and store it"
     )
     evaluate.add_argument("--json", type=Path, help="also write the numbers to this JSON file")
+    evaluate.add_argument(
+        "--csv",
+        type=Path,
+        help="also write a row per image: its scores and, where the model has a quality "
+        "estimate, expected_dsb and reliable",
+    )
 
     predict.add_arguments(
         commands.add_parser(
@@ -236,7 +242,7 @@ def evaluate_command(args: argparse.Namespace) -> int:
     """``evaluate``: score (and with ``--tune`` first tune) a model on the validation split."""
     import pandas as pd
 
-    from unet_tf import evaluation, files, inference, predict, training
+    from unet_tf import evaluation, files, inference, predict, quality, training
 
     net, settings, tuned = predict.load_model_and_settings(args.model)
     apply_inference_options(settings, args)
@@ -269,7 +275,15 @@ def evaluate_command(args: argparse.Namespace) -> int:
                 "untuned settings (--tune tunes them)",
                 file=sys.stderr,
             )
-        per_image = evaluation.score_model(net, samples, settings)
+        estimate_path = quality.quality_path(args.model)
+        estimate = quality.QualityModel.load(estimate_path) if estimate_path.is_file() else None
+        per_image = evaluation.score_model(net, samples, settings, estimate)
+        if estimate is not None:
+            correlation = per_image.expected_dsb.corr(per_image.dsb_score, method="spearman")
+            print(
+                f"quality estimate: Spearman {correlation:.3f} between expected and true DSB; "
+                f"{int((~per_image.reliable.astype(bool)).sum())} images flagged unreliable"
+            )
     numbers = evaluation.headline(per_image)
     table = evaluation.by_type(per_image)
     means = per_image[list(evaluation.SCORE_COLUMNS)].mean()
@@ -284,6 +298,9 @@ def evaluate_command(args: argparse.Namespace) -> int:
     )
     if args.json:
         files.write_json(args.json, {**numbers, "model": str(args.model), **settings})
+    if args.csv:
+        with files.atomic_path(args.csv) as partial:
+            per_image.to_csv(partial, index=False, float_format="%.6g")
     return 0
 
 

@@ -136,16 +136,28 @@ def score(
     return pd.DataFrame(rows)
 
 
-def score_model(model, samples: Sequence[Sample], settings: dict) -> pd.DataFrame:
+def score_model(model, samples: Sequence[Sample], settings: dict, estimate=None) -> pd.DataFrame:
     """Segment every sample as ``settings`` say (tuned settings of ``inference.read_settings``)
-    and score it: one row per image, as :func:`score` gives.
+    and score it: one row per image, as :func:`score` gives; with a quality ``estimate``
+    (:class:`unet_tf.quality.QualityModel`) also ``expected_dsb`` and ``reliable``, as
+    ``predict`` writes them.
 
     Images are predicted one at a time, so memory does not grow with the number of images.
     """
+    from unet_tf import quality
+
     frames = []
     for sample in samples:
-        output, scale = inference.predict(model, sample[1], settings)
-        frames.append(score([sample], [output], settings["postprocess"], scales=[scale]))
+        if estimate is None:
+            output, scale = inference.predict(model, sample[1], settings)
+        else:
+            output, scale, spread = inference.predict(model, sample[1], settings, spread=True)
+        frame = score([sample], [output], settings["postprocess"], scales=[scale])
+        if estimate is not None:
+            labels = inference.to_labels(output, settings, scale)
+            _, verdict = quality.assess(estimate, labels, output, spread, scale, sample[1])
+            frame = frame.assign(**verdict)
+        frames.append(frame)
     return pd.concat(frames, ignore_index=True)
 
 

@@ -428,7 +428,9 @@ def attach_model(model_dir: str | Path, models_dir: str | Path, model_name: str 
             "`make report` run (the model and the settings 03-results tuned)"
         )
     models_dir.mkdir(parents=True, exist_ok=True)
-    for path in needed:
+    # The quality estimate, where the dataset has one, for quality.csv beside the submission.
+    estimate = model_dir / f"{model_name}.quality.json"
+    for path in [*needed, *([estimate] if estimate.is_file() else [])]:
         shutil.copyfile(path, models_dir / path.name)
 
 

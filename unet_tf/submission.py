@@ -145,6 +145,10 @@ class SubmissionResult:
         The result of :func:`validate_submission`.
     seconds : float
         Time taken, reading to validation.
+    quality : pandas.DataFrame or None
+        With a quality estimate, a row per image: ``image_id``, ``nuclei``,
+        ``expected_dsb``, ``reliable`` (also written as ``quality.csv`` beside the
+        submission).
     """
 
     path: Path
@@ -153,6 +157,7 @@ class SubmissionResult:
     previews: dict
     check: dict
     seconds: float
+    quality: pd.DataFrame | None = None
 
     @property
     def megapixels(self) -> float:
@@ -168,6 +173,7 @@ def make_submission(
     ids: Sequence[str] | None = None,
     keep: Iterable[str] = (),
     progress: bool = False,
+    estimate=None,
 ) -> SubmissionResult:
     """Segment every test image, write ``submission.csv`` and validate it.
 
@@ -188,25 +194,40 @@ def make_submission(
         Image ids whose image and labels are returned, for a preview.
     progress : bool
         Show a progress bar.
+    estimate : unet_tf.quality.QualityModel, optional
+        The model's quality estimate: each image's expected score and whether it looks
+        reliable go to ``quality.csv`` beside ``path``, as ``predict`` writes them.
 
     Images are read a few at a time (:func:`unet_tf.data.iter_samples`) and only counts
     are kept, so memory stays flat even for the 3,000 stage 2 images.
     """
     from tqdm.auto import tqdm
 
-    from unet_tf import data, inference
+    from unet_tf import data, inference, quality
 
     started = time.monotonic()
     ids = [p.name for p in data.list_sample_dirs(test_dir)] if ids is None else list(ids)
     keep = set(keep)
-    rows, counts, shapes, previews = [], {}, {}, {}
+    rows, counts, shapes, previews, verdicts = [], {}, {}, {}, []
     samples = data.iter_samples(test_dir, ids)
     for image_id, image, _ in tqdm(samples, total=len(ids), disable=not progress, unit="image"):
-        labels = inference.segment(model, image, settings)
+        if estimate is None:
+            labels = inference.segment(model, image, settings)
+        else:
+            output, scale, spread = inference.predict(model, image, settings, spread=True)
+            labels = inference.to_labels(output, settings, scale)
+            _, verdict = quality.assess(estimate, labels, output, spread, scale, image)
+            verdicts.append({"image_id": image_id, "nuclei": int(labels.max()), **verdict})
         rows += submission_rows(image_id, labels)
         counts[image_id], shapes[image_id] = int(labels.max()), image.shape[:2]
         if image_id in keep:
             previews[image_id] = (image, labels)
     write_submission(rows, path)
     check = validate_submission(path, shapes)
-    return SubmissionResult(Path(path), counts, shapes, previews, check, time.monotonic() - started)
+    table = None
+    if estimate is not None:
+        table = pd.DataFrame(verdicts, columns=["image_id", "nuclei", "expected_dsb", "reliable"])
+        with atomic_path(Path(path).with_name("quality.csv")) as partial:
+            table.to_csv(partial, index=False, float_format="%.4g")
+    seconds = time.monotonic() - started
+    return SubmissionResult(Path(path), counts, shapes, previews, check, seconds, table)
