@@ -8,7 +8,7 @@ from conftest import disc, disc_labels
 from PIL import Image
 from skimage.segmentation import find_boundaries
 
-from unet_tf import inference, plots, predict
+from unet_tf import inference, measure, plots, predict
 from unet_tf.__main__ import main as cli
 
 DISCS_8BIT = [((20, 20), 8), ((20, 60), 10), ((70, 40), 12)]
@@ -65,7 +65,7 @@ def test_predict_segments_measures_and_reports_the_skipped_file(
     assert not (output / "broken_labels.tif").exists()
 
     nuclei = pd.read_csv(output / "nuclei.csv")
-    assert list(nuclei.columns) == predict.NUCLEUS_COLUMNS + predict.MICROMETRE_COLUMNS
+    assert list(nuclei.columns) == measure.NUCLEUS_COLUMNS + measure.MICROMETRE_COLUMNS
     assert nuclei.groupby("image").size().to_dict() == {"camera.tif": 4, "cells.png": 3}
     np.testing.assert_allclose(nuclei.area_um2, nuclei.area * 0.25)
     camera = nuclei[nuclei.image == "camera.tif"]

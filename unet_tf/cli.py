@@ -9,7 +9,8 @@ evaluate
     Score a trained model on the validation split, per imaging type; with ``--tune``, choose
     its post-processing there first, as ``03-results`` does (:mod:`unet_tf.evaluation`).
 predict
-    Segment, count and measure nuclei in your own images (:mod:`unet_tf.predict`).
+    Segment, count and measure nuclei in your own images (:mod:`unet_tf.predict_command`,
+    :mod:`unet_tf.predict`).
 export
     Export a trained model to SavedModel, TFLite and ONNX, checked against the original
     (:mod:`unet_tf.export`).
@@ -117,7 +118,7 @@ def _add_config_options(parser: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """The parser of every command."""
-    from unet_tf import export, predict
+    from unet_tf import export, predict_command
 
     shared = _shared_options()
     parser = argparse.ArgumentParser(
@@ -172,7 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
         "estimate, expected_dsb and reliable",
     )
 
-    predict.add_arguments(
+    predict_command.add_arguments(
         commands.add_parser(
             "predict",
             parents=[shared["model"], shared["tile"], shared["overwrite"], shared["quiet"]],
@@ -189,33 +190,6 @@ def build_parser() -> argparse.ArgumentParser:
         )
     )
     return parser
-
-
-def apply_inference_options(settings: dict, args: argparse.Namespace) -> dict:
-    """Apply ``--no-tta``, ``--tile-size``, ``--no-rescale`` and ``--nucleus-diameter``.
-
-    Raises
-    ------
-    ValueError
-        If ``--nucleus-diameter`` is not positive, is given with ``--no-rescale``, or the
-        model does not record the nucleus size it was trained on.
-    """
-    if args.no_tta:
-        settings["tta"] = False
-    if args.tile_size:
-        settings["tile_size"] = args.tile_size
-    if args.no_rescale:
-        settings["rescale"] = False
-    if args.nucleus_diameter is not None:
-        if not args.nucleus_diameter > 0 or args.no_rescale:
-            raise ValueError("--nucleus-diameter must be positive, and not given with --no-rescale")
-        if not settings.get("nucleus_diameter"):
-            raise ValueError(
-                "--nucleus-diameter needs a model that records the nucleus size it was trained "
-                "on (trained and tuned by this version: make report)"
-            )
-        settings.update(rescale=True, image_nucleus_diameter=args.nucleus_diameter)
-    return settings
 
 
 def train_command(args: argparse.Namespace) -> int:
@@ -242,10 +216,10 @@ def evaluate_command(args: argparse.Namespace) -> int:
     """``evaluate``: score (and with ``--tune`` first tune) a model on the validation split."""
     import pandas as pd
 
-    from unet_tf import evaluation, files, inference, predict, quality, training
+    from unet_tf import evaluation, files, inference, predict, predict_command, quality, training
 
     net, settings, tuned = predict.load_model_and_settings(args.model)
-    apply_inference_options(settings, args)
+    predict_command.apply_inference_options(settings, args)
     inference.check_tile_size(net, settings["tile_size"])
     samples = evaluation.validation_samples(args.max_images, args.data, args.validation_ids)
     if args.tune:
@@ -306,13 +280,13 @@ def evaluate_command(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run a command; returns its exit status (2 for a usage or input error)."""
-    from unet_tf import export, predict
+    from unet_tf import export, predict_command
 
     args = build_parser().parse_args(argv)
     handlers = {
         "train": train_command,
         "evaluate": evaluate_command,
-        "predict": predict.run,
+        "predict": predict_command.run,
         "export": export.run,
     }
     try:

@@ -390,13 +390,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m unet_tf export ...`` with ``argv`` (see :mod:`unet_tf.cli`)."""
-    from unet_tf import cli
-
-    return cli.main(["export", *(sys.argv[1:] if argv is None else argv)])
-
-
 def run(args: argparse.Namespace) -> int:
     """Run ``export``; returns 0 if every export is within tolerance, 1 if not, 2 on errors."""
     formats = [name.strip() for name in args.formats.split(",") if name.strip()]
@@ -455,7 +448,3 @@ def run(args: argparse.Namespace) -> int:
     )
     print(f"exports and export.json in {output_dir}")
     return max(status, 0 if all(row["within_tolerance"] for row in rows) else 1)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -146,7 +146,7 @@ def segment_large(
     name : str
         The image's name in the nucleus table.
     plane, pixel_size :
-        As in :func:`unet_tf.predict.measure`.
+        As in :func:`unet_tf.measure.measure`.
     block_size : int
         Side of the blocks' cores (divided by the rescaling factor where images are
         enlarged, at least 256).
@@ -165,13 +165,13 @@ def segment_large(
     """
     from tqdm.auto import tqdm
 
-    from unet_tf import inference, journal, plots, predict
+    from unet_tf import inference, journal, measure, model_input, plots
 
     window = settings.get("window")
-    conversion = None if window else predict.input_conversion(pixels, path, SAMPLE_PIXELS)
+    conversion = None if window else model_input.input_conversion(pixels, path, SAMPLE_PIXELS)
 
     def convert(block):
-        return predict.to_model_input(block, path, window, conversion)
+        return model_input.to_model_input(block, path, window, conversion)
 
     stats = normalisation_stats(net, pixels, convert)
     scale = _scale(net, pixels, convert, settings, parts)
@@ -204,9 +204,9 @@ def segment_large(
             del output
             owned, block_cut = _owned_nuclei(local, rows, cols, (height, width))
             written, block_duplicates = _place(owned, target, next_label)
-            table = predict.measure(
+            table = measure.measure(
                 np.where(written > 0, written - np.uint32(next_label - 1), 0),
-                predict.intensity_channel(block),
+                model_input.intensity_channel(block),
                 name,
                 pixel_size,
                 plane,
@@ -233,7 +233,7 @@ def segment_large(
     table = (
         pd.concat(tables, ignore_index=True)
         if tables
-        else pd.DataFrame(columns=predict.nucleus_columns(pixel_size))
+        else pd.DataFrame(columns=measure.nucleus_columns(pixel_size))
     )
     # Labels downsampled by nearest neighbour, the image through the same conversion.
     step = int(np.ceil(max(height, width) / OVERLAY_SIDE))

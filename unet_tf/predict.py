@@ -21,13 +21,12 @@ the images it finished; ``--resume`` continues it from the record it keeps in th
 folder (:mod:`unet_tf.journal`).
 """
 
-import argparse
 import json
 import os
 import sys
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -35,23 +34,11 @@ import pandas as pd
 
 # TensorFlow is imported only when a model is loaded, so that --help and argument errors
 # answer at once.
-from unet_tf import data, files, interrupt, journal, postprocess
+from unet_tf import files, interrupt, journal, postprocess
+from unet_tf.measure import measure, nucleus_columns
+from unet_tf.model_input import intensity_channel, to_model_input
 
 IMAGE_SUFFIXES = (".png", ".tif", ".tiff", ".jpg", ".jpeg")
-NUCLEUS_COLUMNS = [
-    "image",
-    "plane",
-    "label",
-    "area",
-    "perimeter",
-    "centroid_y",
-    "centroid_x",
-    "equivalent_diameter",
-    "eccentricity",
-    "solidity",
-    "mean_intensity",
-]
-MICROMETRE_COLUMNS = ["area_um2", "perimeter_um", "equivalent_diameter_um"]
 SUMMARY_COLUMNS = [
     "image",
     "plane",
@@ -112,13 +99,6 @@ class PredictOptions:
         if self.plane is not None and self.max_projection:
             raise ValueError("--plane and --max-projection exclude each other")
         object.__setattr__(self, "extras", tuple(self.extras))
-
-
-def nucleus_columns(pixel_size: float | None, assessed: bool = False) -> list[str]:
-    """The columns of ``nuclei.csv``: micrometre ones too when a pixel size is given, and
-    ``confidence`` when the model has a quality estimate."""
-    micrometres = MICROMETRE_COLUMNS if pixel_size else []
-    return NUCLEUS_COLUMNS + micrometres + (["confidence"] if assessed else [])
 
 
 def summary_columns(pixel_size: float | None, assessed: bool = False) -> list[str]:
@@ -217,117 +197,6 @@ def output_names(
         }
         for path, stem in stems.items()
     }
-
-
-def to_model_input(
-    pixels: np.ndarray,
-    path: Path,
-    window: Sequence[float] | None = None,
-    conversion: dict | None = None,
-) -> np.ndarray:
-    """Float32 ``(H, W, 3)`` model input in [0, 1] from raw pixels of any type.
-
-    8-bit images are scaled as in training (divided by 255). Images of other types (16-bit
-    microscopy, float) rarely use their full range, so they are scaled to put their 99.9th
-    percentile at 1: a 12-bit image in a 16-bit file then looks to the model as it would
-    have as an 8-bit export. A model trained through an intensity window (CT) gets its
-    images through the same window. ``conversion`` (see :func:`input_conversion`) holds
-    these numbers for a whole image when ``pixels`` is one block of it.
-    """
-    if window:
-        from unet_tf import datasets
-
-        return datasets.apply_window(pixels, window, path)
-    if conversion is None:
-        values = data.value_range(pixels, path)
-        image = data.pixels_to_image(pixels, path, channels=3, values=values)
-        top = _white_point(image, pixels.dtype)
-    else:
-        image = data.pixels_to_image(pixels, path, channels=3, values=conversion["values"])
-        top = conversion["top"]
-    return np.clip(image / top, 0.0, 1.0) if top is not None else image
-
-
-def _white_point(image: np.ndarray, dtype: np.dtype) -> float | None:
-    """The value put at 1 in an image that is not 8-bit (its 99.9th percentile); None for
-    8-bit images, and for images without any bright pixel."""
-    if dtype == np.uint8:
-        return None
-    top = float(np.percentile(image, 99.9))
-    return top if top > 0 else None
-
-
-def input_conversion(pixels: np.ndarray, path: Path, sample_pixels: int) -> dict:
-    """How :func:`to_model_input` scales an image, for converting it block by block: its
-    value range, and the value put at 1 (estimated on a regular subsample of at most
-    ``sample_pixels`` pixels).
-    """
-    values = data.value_range(pixels, path)
-    stride = data.sample_stride(pixels.shape, sample_pixels)
-    sample = data.pixels_to_image(pixels[::stride, ::stride], path, channels=3, values=values)
-    return {"values": values, "top": _white_point(sample, pixels.dtype)}
-
-
-def intensity_channel(pixels: np.ndarray) -> np.ndarray:
-    """The raw intensity for measurements: the mean over colour channels, alpha dropped."""
-    pixels = np.asarray(pixels, np.float64)
-    if pixels.ndim == 2:
-        return pixels
-    if pixels.shape[-1] in (2, 4):
-        pixels = pixels[..., :-1]
-    return pixels.mean(axis=-1)
-
-
-def measure(
-    labels: np.ndarray,
-    intensity: np.ndarray,
-    image_name: str,
-    pixel_size: float | None = None,
-    plane: int = 0,
-) -> pd.DataFrame:
-    """A row per nucleus of ``labels`` with the columns of ``NUCLEUS_COLUMNS``.
-
-    ``plane`` is the plane of a stack the labels belong to (0 for a 2-D image).
-
-    Lengths and areas are in pixels; with ``pixel_size`` (micrometres per pixel) the columns
-    of ``MICROMETRE_COLUMNS`` are added.
-    """
-    from skimage.measure import regionprops_table
-
-    columns = nucleus_columns(pixel_size)
-    if labels.max() == 0:
-        return pd.DataFrame(columns=columns)
-    table = pd.DataFrame(
-        regionprops_table(
-            labels,
-            intensity_image=intensity,
-            properties=(
-                "label",
-                "area",
-                "perimeter",
-                "centroid",
-                "equivalent_diameter_area",
-                "eccentricity",
-                "solidity",
-                "intensity_mean",
-            ),
-        )
-    ).rename(
-        columns={
-            "centroid-0": "centroid_y",
-            "centroid-1": "centroid_x",
-            "equivalent_diameter_area": "equivalent_diameter",
-            "intensity_mean": "mean_intensity",
-        }
-    )
-    table.insert(0, "image", image_name)
-    table.insert(1, "plane", plane)
-    table["area"] = table["area"].astype(int)
-    if pixel_size:
-        table["area_um2"] = table["area"] * pixel_size**2
-        table["perimeter_um"] = table["perimeter"] * pixel_size
-        table["equivalent_diameter_um"] = table["equivalent_diameter"] * pixel_size
-    return table[columns]
 
 
 # Label images with more pixels than this are written as tiled TIFF (BigTIFF past 4 GB).
@@ -714,212 +583,3 @@ def planned_outputs(
         for found in sorted(output_dir.glob(outputs["overlay"].removesuffix(".png") + "_p*.png"))
     ]
     return [*per_image, *planes, output_dir / "nuclei.csv", output_dir / "summary.csv"]
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """Add the options of ``predict`` that no other command has (see :mod:`unet_tf.cli`)."""
-    parser.add_argument("inputs", nargs="+", help="image files (PNG, TIFF, JPEG) or folders")
-    parser.add_argument("-o", "--output", required=True, type=Path, help="output folder")
-    parser.add_argument(
-        "--pixel-size", type=float, help="micrometres per pixel; adds areas in square micrometres"
-    )
-    parser.add_argument("--format", choices=("tif", "png"), default="tif", dest="label_format")
-    parser.add_argument("--recursive", action="store_true", help="also look in subfolders")
-    parser.add_argument(
-        "--rois", action="store_true", help="also write <name>_rois.zip: ImageJ ROIs for Fiji"
-    )
-    parser.add_argument(
-        "--geojson", action="store_true", help="also write <name>.geojson: polygons for QuPath"
-    )
-    parser.add_argument(
-        "--block-size",
-        type=int,
-        help="segment images larger than this in blocks of this side, with bounded memory "
-        "(default: 2048 for images of more than 4096x4096 pixels; 0: never)",
-    )
-    stack = parser.add_argument_group("stacks and channels (TIFF files with Z, T or C axes)")
-    stack.add_argument(
-        "--channel", type=int, help="the channel holding the nuclei, from 0 (needed with several)"
-    )
-    choice = stack.add_mutually_exclusive_group()
-    choice.add_argument("--plane", type=int, help="segment only this plane of a stack, from 0")
-    choice.add_argument(
-        "--max-projection", action="store_true", help="segment the maximum projection of a stack"
-    )
-    parser.add_argument(
-        "--resume",
-        action="store_true",
-        help="continue a stopped run into the same output folder: the images it finished are "
-        "kept, the others predicted (same model, settings and options only)",
-    )
-    return parser
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m unet_tf predict ...`` with ``argv`` (see :mod:`unet_tf.cli`)."""
-    from unet_tf import cli
-
-    return cli.main(["predict", *(sys.argv[1:] if argv is None else argv)])
-
-
-def run(args: argparse.Namespace) -> int:
-    """Run ``predict``; returns 0 on success, 1 if inputs were skipped, 2 on bad arguments,
-    and 130 (SIGINT, Ctrl-C) or 143 (SIGTERM) when stopped, saying how to continue."""
-    with interrupt.stop_on_signals():
-        try:
-            return _run(args)
-        except interrupt.Stopped as stop:
-            if hasattr(stop, "finished"):
-                print(
-                    f"stopped by {stop.name}: {stop.finished} of {stop.total} images done, "
-                    f"their rows in {args.output}/nuclei.csv and summary.csv; the same "
-                    "command with --resume does the rest",
-                    file=sys.stderr,
-                )
-            else:
-                print(f"stopped by {stop.name} before any image was done", file=sys.stderr)
-            return stop.exit_status
-
-
-def _run(args: argparse.Namespace) -> int:
-    from unet_tf import cli, inference, quality
-
-    try:
-        options = PredictOptions(
-            pixel_size=args.pixel_size,
-            label_format=args.label_format,
-            channel=args.channel,
-            plane=args.plane,
-            max_projection=args.max_projection,
-            extras=tuple(name for name in EXTRAS if getattr(args, name)),
-            block_size=args.block_size,
-        )
-        if args.resume and args.overwrite:
-            raise ValueError("--resume and --overwrite exclude each other")
-        if args.output.exists() and not args.output.is_dir():
-            raise ValueError(f"{args.output}: is a file, not a folder; choose another -o")
-        paths, passed_over = find_inputs(args.inputs, recursive=args.recursive)
-        _check_existing_outputs(paths, args, options)
-        net, settings, tuned = load_model_and_settings(args.model)
-    except (FileNotFoundError, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    if not tuned:
-        print(
-            f"note: {inference.settings_path(args.model).name} not found; using untuned "
-            f"settings {settings['postprocess']}",
-            file=sys.stderr,
-        )
-    cli.apply_inference_options(settings, args)
-    try:
-        inference.check_tile_size(net, settings["tile_size"])
-    except ValueError as error:
-        print(f"error: the tile size does not suit this model: {error}", file=sys.stderr)
-        return 2
-    try:
-        args.output.mkdir(parents=True, exist_ok=True)
-        if not os.access(args.output, os.W_OK):
-            raise PermissionError(f"{args.output}: the folder is not writable")
-    except OSError as error:
-        print(f"error: cannot write the outputs into {args.output} ({error})", file=sys.stderr)
-        return 2
-    estimate = _quality_estimate(args.model, settings["tta"])
-    # What the outputs are made with: a run continues only with the same.
-    identity = {
-        "model_sha256": journal.file_checksum(args.model),
-        "settings": settings,
-        "options": asdict(options),
-        "quality_sha256": journal.file_checksum(quality.quality_path(args.model))
-        if estimate
-        else None,
-    }
-    try:
-        record = journal.Journal.start(args.output, identity, resume=args.resume)
-        outcome = predict_images(
-            net, paths, record, settings, options, progress=not args.quiet, estimate=estimate
-        )
-    except ValueError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    return _report(outcome, passed_over, len(paths) + len(passed_over), args.output)
-
-
-def _quality_estimate(model_path: Path, tta: bool):
-    """The quality estimate beside the model, or None, saying what that means."""
-    from unet_tf import quality
-
-    path = quality.quality_path(model_path)
-    try:
-        estimate = quality.QualityModel.load(path)
-    except FileNotFoundError:
-        print(
-            f"note: {path.name} not found, so no confidence, expected_dsb or reliable columns "
-            "(benchmarks/quality_check.py fits one for a model)",
-            file=sys.stderr,
-        )
-        return None
-    except ValueError as error:
-        print(f"note: {error}; no quality columns", file=sys.stderr)
-        return None
-    if not tta:
-        print(
-            "note: without TTA the quality estimate goes without the disagreement of the views",
-            file=sys.stderr,
-        )
-    return estimate
-
-
-def _check_existing_outputs(paths, args, options) -> None:
-    """Refuse to overwrite outputs unless asked to, or to continue outputs without a record.
-
-    Raises
-    ------
-    ValueError
-        If outputs exist without ``--overwrite`` or ``--resume``, or with ``--resume`` but
-        without the record of the run that wrote them.
-    """
-    planned = planned_outputs(paths, args.output, options.label_format, options.extras)
-    existing = [path for path in [*planned, args.output / journal.FOLDER] if path.exists()]
-    if not existing or args.overwrite:
-        return
-    shown = ", ".join(str(path) for path in existing[:3]) + (" ..." if len(existing) > 3 else "")
-    if not args.resume:
-        raise ValueError(
-            f"{len(existing)} outputs exist already ({shown}); use --resume to continue the run "
-            "that wrote them, --overwrite to replace them, or another --output"
-        )
-    if not (args.output / journal.FOLDER / "run.json").is_file():
-        raise ValueError(
-            f"{args.output}: outputs exist ({shown}) but no record of the run that wrote them "
-            f"({journal.FOLDER}/run.json), so it cannot be continued; use --overwrite"
-        )
-
-
-def _report(outcome: Outcome, passed_over, inputs: int, output: Path) -> int:
-    """Say what was done and skipped; the exit status (1 if any input was skipped)."""
-    earlier = f" ({outcome.reused} of them by the run continued)" if outcome.reused else ""
-    print(f"{len(outcome.finished)} images{earlier}, {outcome.nuclei} nuclei -> {output}")
-    summary_path = output / "summary.csv"
-    summary = pd.read_csv(summary_path) if summary_path.stat().st_size > 1 else pd.DataFrame()
-    # "False" only: images segmented in blocks are not assessed (an empty cell).
-    doubtful = summary[summary.reliable.astype(str) == "False"] if "reliable" in summary else []
-    if len(doubtful):
-        names = [
-            f"{name}" + (f" (plane {plane})" if (summary.image == name).sum() > 1 else "")
-            for name, plane in zip(doubtful.image, doubtful.plane, strict=True)
-        ]
-        shown = ", ".join(names[:10]) + (f" and {len(names) - 10} more" if len(names) > 10 else "")
-        print(
-            f"{len(names)} of {len(summary)} images look unreliable (expected DSB below the "
-            f"threshold; check them by eye): {shown}"
-        )
-    skipped = [*passed_over, *outcome.skipped]
-    for _, reason in skipped:
-        print(f"skipped: {reason}", file=sys.stderr)
-    if skipped:
-        print(f"{len(skipped)} of {inputs} images skipped", file=sys.stderr)
-    return 1 if skipped else 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
