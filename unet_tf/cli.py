@@ -13,7 +13,7 @@ predict
     :mod:`unet_tf.predict`).
 export
     Export a trained model to SavedModel, TFLite and ONNX, checked against the original
-    (:mod:`unet_tf.export`).
+    (:mod:`unet_tf.export_command`, :mod:`unet_tf.export`, :mod:`unet_tf.modelzoo`).
 
 Every command's options are defined here, once; the same library functions serve the
 notebooks. Exit status: 0 success, 1 partly done (images skipped, an export out of
@@ -118,7 +118,7 @@ def _add_config_options(parser: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """The parser of every command."""
-    from unet_tf import export, predict_command
+    from unet_tf import export_command, predict_command
 
     shared = _shared_options()
     parser = argparse.ArgumentParser(
@@ -181,7 +181,7 @@ def build_parser() -> argparse.ArgumentParser:
             description="Segment, count and measure nuclei in image files or folders.",
         )
     )
-    export.add_arguments(
+    export_command.add_arguments(
         commands.add_parser(
             "export",
             parents=[shared["model"], shared["overwrite"]],
@@ -280,14 +280,14 @@ def evaluate_command(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run a command; returns its exit status (2 for a usage or input error)."""
-    from unet_tf import export, predict_command
+    from unet_tf import export_command, predict_command
 
     args = build_parser().parse_args(argv)
     handlers = {
         "train": train_command,
         "evaluate": evaluate_command,
         "predict": predict_command.run,
-        "export": export.run,
+        "export": export_command.run,
     }
     try:
         return handlers[args.command](args)

@@ -501,35 +501,3 @@ def default_test_image() -> np.ndarray | None:
             if min(image.shape[:2]) >= 256:
                 return image
     return None
-
-
-def run(args) -> int:
-    """``python -m unet_tf export --format bioimageio``: write, validate and test a package.
-
-    Returns 0 when the package is valid and its model test passes (or cannot run here),
-    1 when the model test fails, 2 on errors (missing files, an existing package).
-    """
-    import sys
-
-    from unet_tf import data
-
-    try:
-        image = data.read_image(args.test_image) if args.test_image else default_test_image()
-        paths = export_package(args.model, args.output, image=image, overwrite=args.overwrite)
-        status = validate_package(paths["zip"])
-    except (FileNotFoundError, FileExistsError, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    tested = test_package(paths["zip"])
-    size = paths["zip"].stat().st_size / 1e6
-    print(f"bioimage.io package: {paths['zip']} ({size:.1f} MB), folder {paths['folder']}")
-    print(f"bioimageio.spec validation: {status}")
-    print(f"bioimageio.core model test: {tested['status']}")
-    for check in tested["checks"]:
-        if check["status"] != "passed":
-            print(f"  {check['status']}: {check['name']}")
-    files.write_json(
-        paths["folder"].parent / "bioimageio.json",
-        {"package": paths["zip"].name, "size_mb": round(size, 2), "validation": status, **tested},
-    )
-    return 1 if tested["status"] == "failed" else 0
