@@ -43,8 +43,8 @@ from unet_tf import (
     inference,
     metrics,
     postprocess,
-    predict,
     report,
+    trained,
     training,
 )
 
@@ -213,7 +213,7 @@ def main(argv=None) -> int:
         parser.error("--training-images and --specialist-minutes must not be negative")
     stem = "error_anatomy-quick" if args.quick else "error_anatomy"
 
-    net, settings, _ = predict.load_model_and_settings(args.model)
+    net, settings, _ = trained.load_model_and_settings(args.model)
     validation = evaluation.validation_samples(args.max_images)
     image_sets = {"validation": validation}
     if args.training_images or args.specialist_minutes:

@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from unet_tf import config, data, evaluation, files, predict, report, training
+from unet_tf import config, data, evaluation, files, report, trained, training
 
 BASE = config.MODELS_DIR / "generalization" / "generalization-default.keras"
 
@@ -108,7 +108,7 @@ def main(argv=None) -> int:
     minutes = (time.monotonic() - started) / 60
     tuned_record = training.read_run_record(result.paths["record"])
 
-    _, settings, _ = predict.load_model_and_settings(args.base)
+    _, settings, _ = trained.load_model_and_settings(args.base)
     settings = {**settings, "tta": False}
     tuned_settings = {**settings, "nucleus_diameter": tuned_record["nucleus_diameter"]}
     group_samples = data.load_samples(config.TRAIN_DIR, ids=rest, cache_dir=config.LABEL_CACHE)

@@ -25,7 +25,7 @@ from pathlib import Path
 import pandas as pd
 from generalization import source_groups
 
-from unet_tf import config, data, evaluation, files, predict, quality
+from unet_tf import config, data, evaluation, files, quality, trained
 
 
 def held_out_groups(model_path: Path) -> list[str]:
@@ -49,7 +49,7 @@ def main(argv=None) -> int:
     parser.add_argument("--features", type=Path, help="reuse the features written by a run")
     args = parser.parse_args(argv)
 
-    net, settings, _ = predict.load_model_and_settings(args.model)
+    net, settings, _ = trained.load_model_and_settings(args.model)
     held_out = held_out_groups(args.model)
     index = data.build_index(config.TRAIN_DIR, cache_dir=config.LABEL_CACHE)
     index["group"] = source_groups(index)

@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 from generalization import source_groups
 
-from unet_tf import config, data, evaluation, files, inference, predict, report
+from unet_tf import config, data, evaluation, files, inference, report, trained
 
 FACTORS = (0.5, 1.0, 2.0, 4.0, 6.0)
 QUICK_FACTORS = (0.5, 2.0)
@@ -88,7 +88,7 @@ def main(argv=None) -> int:
     if args.max_images is None:
         args.max_images = report.training_config("smoke").max_images if args.quick else 0
 
-    net, settings, _ = predict.load_model_and_settings(args.model)
+    net, settings, _ = trained.load_model_and_settings(args.model)
     if not settings.get("nucleus_diameter"):
         print(f"error: {args.model} has no training nucleus size to rescale to", file=sys.stderr)
         return 2

@@ -6,7 +6,7 @@ import pytest
 import tifffile
 from conftest import disc_labels
 
-from unet_tf import large, predict
+from unet_tf import large, predict, trained
 from unet_tf.__main__ import main as cli
 
 BLOCK = 100
@@ -79,11 +79,9 @@ def test_blocks_give_every_disc_once_and_the_whole_image_answer(
 
 
 def test_a_nucleus_larger_than_the_overlap_is_counted_as_cut(disc_model_path, tmp_path):
-    from unet_tf import predict as predict_module
-
     pixels = np.zeros((200, 200), np.uint8)
     pixels[disc_labels((200, 200), [((100, 100), 60)]) > 0] = 255
-    net, settings, _ = predict_module.load_model_and_settings(disc_model_path)
+    net, settings, _ = trained.load_model_and_settings(disc_model_path)
     result = large.segment_large(
         net,
         pixels,
@@ -171,7 +169,7 @@ def _blur_model(tmp_path, channels: int, tile_size: int):
 
     postprocess = {"method": "components", "threshold": 0.5, "min_area": 5}
     inference.write_settings(path, postprocess, tta=False, tile_size=tile_size)
-    net, settings, _ = predict.load_model_and_settings(path)
+    net, settings, _ = trained.load_model_and_settings(path)
     return net, settings
 
 
@@ -247,7 +245,7 @@ def test_a_nucleus_two_blocks_both_found_is_kept_once_and_counted(
         ]
     )
     monkeypatch.setattr(inference, "to_labels", lambda *args, **kwargs: next(found))
-    net, settings, _ = predict.load_model_and_settings(disc_model_path)
+    net, settings, _ = trained.load_model_and_settings(disc_model_path)
     result = large.segment_large(
         net,
         np.zeros((200, 100), np.uint8),

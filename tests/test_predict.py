@@ -8,7 +8,7 @@ from conftest import disc, disc_labels
 from PIL import Image
 from skimage.segmentation import find_boundaries
 
-from unet_tf import inference, measure, plots, predict
+from unet_tf import inference, measure, plots, predict, trained
 from unet_tf.__main__ import main as cli
 
 DISCS_8BIT = [((20, 20), 8), ((20, 60), 10), ((70, 40), 12)]
@@ -137,7 +137,7 @@ def test_inputs_with_the_same_name_get_distinct_outputs(tmp_path):
 def test_untuned_models_fall_back_and_say_so(model_path, tmp_path):
     copy = tmp_path / "copy.keras"
     copy.write_bytes(model_path.read_bytes())
-    _, settings, tuned = predict.load_model_and_settings(copy)
+    _, settings, tuned = trained.load_model_and_settings(copy)
     assert not tuned and settings["postprocess"]["method"] == "components"
 
 
@@ -149,7 +149,7 @@ def test_untuned_models_fall_back_to_the_watershed_on_their_own_channel(tmp_path
     inputs = keras.Input((None, None, 1))
     path = tmp_path / f"untuned{channels}.keras"
     keras.Model(inputs, layers.Conv2D(channels, 1, activation="sigmoid")(inputs)).save(path)
-    net, settings, tuned = predict.load_model_and_settings(path)
+    net, settings, tuned = trained.load_model_and_settings(path)
     assert not tuned and settings["postprocess"]["method"] == method
     image = np.zeros((32, 32, 3), np.float32)
     image[8:20, 8:20] = 0.8

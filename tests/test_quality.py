@@ -49,9 +49,9 @@ def samples(seed: int, count: int):
 
 @pytest.fixture(scope="module")
 def disc_net(disc_model_path):
-    from unet_tf import predict
+    from unet_tf import trained
 
-    net, settings, _ = predict.load_model_and_settings(disc_model_path)
+    net, settings, _ = trained.load_model_and_settings(disc_model_path)
     return net, settings
 
 

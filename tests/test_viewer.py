@@ -67,9 +67,9 @@ def constant_estimate(expected: float, threshold: float, confidence_logit: float
 
 
 def test_the_viewer_shows_the_expected_score_and_each_nucleus_confidence(disc_model_path):
-    from unet_tf import predict
+    from unet_tf import trained
 
-    net, settings, _ = predict.load_model_and_settings(disc_model_path)
+    net, settings, _ = trained.load_model_and_settings(disc_model_path)
     samples = [sample("two discs", [((15, 15), 6), ((40, 50), 10)])]
     view = viewer.Viewer(net, samples, settings, constant_estimate(0.8, threshold=0.5))
     assert "expected DSB 0.800 (looks reliable)" in view.summary.value

@@ -216,15 +216,15 @@ def evaluate_command(args: argparse.Namespace) -> int:
     """``evaluate``: score (and with ``--tune`` first tune) a model on the validation split."""
     import pandas as pd
 
-    from unet_tf import evaluation, files, inference, predict, predict_command, quality, training
+    from unet_tf import evaluation, files, inference, predict_command, quality, trained
 
-    net, settings, tuned = predict.load_model_and_settings(args.model)
+    net, settings, tuned = trained.load_model_and_settings(args.model)
     predict_command.apply_inference_options(settings, args)
     inference.check_tile_size(net, settings["tile_size"])
     samples = evaluation.validation_samples(args.max_images, args.data, args.validation_ids)
     if args.tune:
         record_path = args.model.with_suffix(".json")
-        record = training.read_run_record(record_path) if record_path.is_file() else {}
+        record = trained.read_run_record(record_path) if record_path.is_file() else {}
         tuning = evaluation.tune(
             net,
             samples,

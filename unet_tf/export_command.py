@@ -67,10 +67,10 @@ def run(args: argparse.Namespace) -> int:
             return status
     else:
         status = 0
-    from unet_tf import inference, training
+    from unet_tf import inference, trained
     from unet_tf.model import model_channels, model_depth
 
-    net = training.load_model(args.model)
+    net = trained.load_model(args.model)
     depth = model_depth(net)
     output_dir = args.output or config.MODELS_DIR / "export" / args.model.stem
     try:

@@ -142,7 +142,7 @@ def segment_large(
     path : pathlib.Path
         The file, for messages.
     settings : dict
-        Inference settings (:func:`unet_tf.predict.load_model_and_settings`).
+        Inference settings (:func:`unet_tf.trained.load_model_and_settings`).
     name : str
         The image's name in the nucleus table.
     plane, pixel_size :

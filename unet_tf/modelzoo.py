@@ -300,12 +300,12 @@ def export_package(
     from bioimageio.spec import save_bioimageio_package, save_bioimageio_package_as_folder
     from bioimageio.spec.model import v0_5 as spec
 
-    from unet_tf import export, inference, training
+    from unet_tf import export, inference, trained
     from unet_tf.model import model_depth
 
     model_path = Path(model_path)
-    net = training.load_model(model_path)
-    record = training.read_run_record(model_path.with_suffix(".json"))
+    net = trained.load_model(model_path)
+    record = trained.read_run_record(model_path.with_suffix(".json"))
     try:
         settings = inference.read_settings(model_path)
     except FileNotFoundError:

@@ -34,7 +34,7 @@ import pandas as pd
 
 # TensorFlow is imported only when a model is loaded, so that --help and argument errors
 # answer at once.
-from unet_tf import files, interrupt, journal, postprocess
+from unet_tf import files, interrupt, journal
 from unet_tf.measure import measure, nucleus_columns
 from unet_tf.model_input import intensity_channel, to_model_input
 
@@ -245,45 +245,6 @@ def write_png(path: Path, rgb: np.ndarray) -> None:
 def _write_csv(path: Path, frame: pd.DataFrame) -> None:
     with files.atomic_path(path) as partial:
         frame.to_csv(partial, index=False, float_format="%.6g")
-
-
-def load_model_and_settings(model_path: Path) -> tuple[object, dict, bool]:
-    """The Keras model and its tuned inference settings (fallbacks if it has none).
-
-    Returns the model, the settings and whether the settings were tuned.
-
-    Raises
-    ------
-    FileNotFoundError
-        If the model file does not exist; the message says how to train one.
-    ValueError
-        If the file is not a Keras model.
-    """
-    from unet_tf import datasets, inference, training
-
-    net = training.load_model(model_path)
-    record_path = Path(model_path).with_suffix(".json")
-    record = training.read_run_record(record_path) if record_path.is_file() else {}
-    parameters = record.get("parameters", {})
-    # A model trained through an intensity window (CT), or on images resampled by
-    # input_scale, reads new images the same way.
-    window = datasets.recorded_window(parameters)
-    as_trained = {"input_scale": parameters.get("input_scale", 1.0)}
-    if window:
-        as_trained["window"] = list(window)
-    try:
-        return net, {**inference.read_settings(model_path), **as_trained}, True
-    except FileNotFoundError:
-        settings = {**inference.FALLBACK_SETTINGS, **as_trained}
-        # Untuned, the training record still tells the nucleus size to rescale images to.
-        if record:
-            diameter = record.get("nucleus_diameter")
-            settings.update(rescale=bool(diameter), nucleus_diameter=diameter)
-        method = postprocess.separation_method(net.output_shape[-1])
-        if method:
-            # The untuned defaults of the watershed on the model's own separation channel.
-            settings["postprocess"] = {"method": method, "min_area": postprocess.MIN_AREA}
-        return net, settings, False
 
 
 @dataclass

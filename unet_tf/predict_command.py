@@ -20,10 +20,10 @@ from unet_tf.predict import (
     Outcome,
     PredictOptions,
     find_inputs,
-    load_model_and_settings,
     planned_outputs,
     predict_images,
 )
+from unet_tf.trained import load_model_and_settings
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:

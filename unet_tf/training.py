@@ -22,6 +22,7 @@ import numpy as np
 from unet_tf.appearance import REPRESENTATIONS
 from unet_tf.datasets import TASKS
 from unet_tf.files import atomic_path, set_usual_permissions, write_json
+from unet_tf.trained import load_model, read_run_record, save_model
 
 
 class BudgetClock(keras.callbacks.Callback):
@@ -70,43 +71,6 @@ class TimeLimit(BudgetClock):
             print(f"\nTime limit: stopping after epoch {epoch + 1} ({elapsed / 60:.1f} min).")
 
 
-def save_model(model: keras.Model, path: str | Path) -> Path:
-    """Save a model in the ``.keras`` format atomically (temporary file, then rename)."""
-    path = Path(path)
-    if path.suffix != ".keras":
-        raise ValueError(f"{path}: the model file must end in .keras")
-    with atomic_path(path) as partial:
-        staged = partial.with_suffix(".keras")
-        try:
-            model.save(staged)
-            os.replace(staged, partial)
-        finally:
-            staged.unlink(missing_ok=True)
-    return path
-
-
-def load_model(path: str | Path) -> keras.Model:
-    """Load a trained ``.keras`` model for inference (not compiled).
-
-    Raises
-    ------
-    FileNotFoundError
-        If there is no such file; the message says how to train one.
-    ValueError
-        If the file is not a Keras model (a torn copy, another format).
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such model; train one with `make report`")
-    try:
-        return keras.models.load_model(path, compile=False)
-    except (OSError, ValueError, KeyError, TypeError) as error:
-        # Keras reports a bad file from deep inside its zip and JSON readers.
-        raise ValueError(
-            f"{path}: not a Keras model file ({type(error).__name__}: {error})"
-        ) from None
-
-
 def environment() -> dict:
     """Versions and machine facts worth recording next to a trained model."""
     import pandas
@@ -129,28 +93,6 @@ def environment() -> dict:
 def write_run_record(path: str | Path, parameters: dict, **results) -> None:
     """Write the parameters, results and environment of a training run as JSON."""
     write_json(path, {"parameters": parameters, "environment": environment(), **results})
-
-
-def read_run_record(path: str | Path) -> dict:
-    """Read a record written by :func:`write_run_record`.
-
-    Raises
-    ------
-    FileNotFoundError
-        If there is no record (train a model first with the training notebook).
-    ValueError
-        If the file is not valid JSON or not a training record.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no training record; run notebooks/02-training first")
-    try:
-        record = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise ValueError(f"{path}: the training record cannot be read ({error})") from error
-    if not isinstance(record, dict) or not isinstance(record.get("parameters"), dict):
-        raise ValueError(f"{path}: not a training record (no 'parameters' object)")
-    return record
 
 
 class BestModelCheckpoint(keras.callbacks.Callback):

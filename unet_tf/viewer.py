@@ -156,9 +156,9 @@ class Viewer:
 
 
 def _model_and_settings(model_path: str | Path | None):
-    from unet_tf import config, predict
+    from unet_tf import config, trained
 
-    return predict.load_model_and_settings(Path(model_path or config.MODELS_DIR / "unet.keras"))
+    return trained.load_model_and_settings(Path(model_path or config.MODELS_DIR / "unet.keras"))
 
 
 def from_samples(samples, model_path: str | Path | None = None) -> Viewer:
