@@ -12,7 +12,7 @@ import tifffile
 from conftest import disc, write_sample
 from PIL import Image
 
-from unet_tf import data, pipeline
+from unet_tf import data, decoding, pipeline
 from unet_tf.__main__ import main as cli
 from unet_tf.predict import find_images
 
@@ -42,7 +42,7 @@ def test_readers_name_the_unreadable_file(tmp_path, kind):
     path = tmp_path / "bad.png"
     path.write_bytes(content)
     with pytest.raises(ValueError, match=message) as info:
-        data.read_image(path)
+        decoding.read_image(path)
     assert str(path) in str(info.value)
 
 
@@ -118,7 +118,7 @@ def test_duplicated_image_ids_are_refused(tmp_path):
 def test_degenerate_images_train_through_the_pipeline(tmp_path, name, array):
     path = tmp_path / f"{name}.png"
     Image.fromarray(array).save(path)
-    image = data.read_image(path)
+    image = decoding.read_image(path)
     assert image.shape == (*array.shape[:2], 3) and 0 <= image.min() <= image.max() <= 1
     samples = pipeline.pack_samples([image], [np.zeros(image.shape[:2], np.int32)])
     images, targets = next(iter(pipeline.make_training_dataset(samples, 16, 2, "border")))

@@ -8,7 +8,7 @@ import pytest
 from conftest import disc, write_sample
 from PIL import Image
 
-from unet_tf import data
+from unet_tf import data, decoding
 
 
 def save(path, array, mode=None):
@@ -51,7 +51,7 @@ def test_every_image_flavour_becomes_float32_in_unit_range(tmp_path, make, expec
         import tensorflow as tf
 
         path.write_bytes(tf.io.encode_png(np.full((5, 7, 3), 40000, np.uint16)).numpy())
-    image = data.read_image(path, channels=channels)
+    image = decoding.read_image(path, channels=channels)
     assert image.dtype == np.float32
     assert image.shape == (5, 7, channels)
     np.testing.assert_allclose(image, expected, atol=1e-6)
@@ -60,14 +60,14 @@ def test_every_image_flavour_becomes_float32_in_unit_range(tmp_path, make, expec
 def test_colour_to_one_channel_uses_luminance(tmp_path):
     rgb = np.zeros((2, 2, 3), np.uint8)
     rgb[..., 1] = 255
-    image = data.read_image(save(tmp_path / "green.png", rgb), channels=1)
+    image = decoding.read_image(save(tmp_path / "green.png", rgb), channels=1)
     np.testing.assert_allclose(image, 0.587, atol=1e-6)
 
 
 def test_bad_channel_count_is_rejected(tmp_path):
     path = save(tmp_path / "a.png", np.zeros((2, 2), np.uint8))
     with pytest.raises(ValueError, match="channels must be 1 or 3"):
-        data.read_image(path, channels=4)
+        decoding.read_image(path, channels=4)
 
 
 @pytest.mark.parametrize(
@@ -88,13 +88,13 @@ def test_unreadable_files_raise_an_error_naming_the_file(tmp_path, content, mess
         content = good.read_bytes()[:200]
     path.write_bytes(content)
     with pytest.raises(ValueError, match=message) as info:
-        data.read_image(path)
+        decoding.read_image(path)
     assert str(path) in str(info.value)
 
 
 def test_missing_image_raises_file_not_found(tmp_path):
     with pytest.raises(FileNotFoundError, match="no such image file"):
-        data.read_image(tmp_path / "nothing.png")
+        decoding.read_image(tmp_path / "nothing.png")
 
 
 def test_labels_are_one_instance_per_mask(disc_sample):

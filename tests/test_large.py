@@ -141,13 +141,13 @@ def test_a_negative_block_size_is_refused(disc_model_path, image_file, tmp_path,
 def test_pngs_past_pillows_decompression_bomb_guard_are_read(tmp_path, monkeypatch):
     from PIL import Image
 
-    from unet_tf import data
+    from unet_tf import decoding
 
     # Pillow refuses images of more than twice MAX_IMAGE_PIXELS; a small guard stands in
     # for the real one (about 179 megapixels) so the test stays small.
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)
     Image.fromarray(np.full((40, 30), 7, np.uint8)).save(tmp_path / "mosaic.png")
-    assert data.read_pixels(tmp_path / "mosaic.png").shape == (40, 30)
+    assert decoding.read_pixels(tmp_path / "mosaic.png").shape == (40, 30)
     assert Image.MAX_IMAGE_PIXELS == 100
 
 

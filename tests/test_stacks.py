@@ -6,7 +6,7 @@ import pytest
 import tifffile
 from conftest import disc_labels
 
-from unet_tf import data, stacks
+from unet_tf import decoding
 from unet_tf.__main__ import main as cli
 
 SHAPE = (64, 72)
@@ -35,12 +35,12 @@ def files(tmp_path):
 
 
 def test_the_axes_of_imagej_and_ome_files_are_read(files):
-    z = stacks.read_stack(files / "zstack.tif")
+    z = decoding.read_stack(files / "zstack.tif")
     assert (z.axes, z.shape, len(z.planes)) == ("Z", (5,), 5)
     assert z.planes[0].shape == SHAPE
-    t = stacks.read_stack(files / "series.ome.tif")
+    t = decoding.read_stack(files / "series.ome.tif")
     assert (t.source_axes, t.axes, t.shape) == ("TYX", "T", (3,))
-    assert stacks.read_stack(files / "channels.ome.tif", channel=1).planes[0].max() == 200
+    assert decoding.read_stack(files / "channels.ome.tif", channel=1).planes[0].max() == 200
 
 
 @pytest.mark.parametrize(
@@ -55,16 +55,16 @@ def test_the_axes_of_imagej_and_ome_files_are_read(files):
 )
 def test_several_channels_without_a_choice_are_refused_with_the_option_to_use(files, name, message):
     with pytest.raises(ValueError, match=message):
-        stacks.read_stack(files / name)
+        decoding.read_stack(files / name)
     with pytest.raises(ValueError, match="--channel must be 0 to"):
-        stacks.read_stack(files / name, channel=5)
+        decoding.read_stack(files / name, channel=5)
 
 
 def test_a_stack_where_one_image_is_expected_is_a_clear_error(files):
     with pytest.raises(ValueError, match=r"a stack of 5 planes .*axes ZYX"):
-        data.read_image(files / "zstack.tif")
+        decoding.read_image(files / "zstack.tif")
     with pytest.raises(ValueError, match="not both"):
-        stacks.read_stack(files / "zstack.tif", plane=1, max_projection=True)
+        decoding.read_stack(files / "zstack.tif", plane=1, max_projection=True)
 
 
 def run(model, *arguments):

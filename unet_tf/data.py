@@ -29,8 +29,9 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
+from unet_tf.decoding import open_pixels, read_image
 from unet_tf.files import atomic_path
 
 IMAGING_TYPES = ("fluorescence", "brightfield", "stained")
@@ -46,195 +47,10 @@ _INDEX_COLUMNS = [
     "median_nucleus_area",
     "coverage",
 ]
-# ITU-R BT.601 luma weights, the usual choice for turning RGB into one channel.
-LUMA_WEIGHTS = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 
 
 class MaskWarning(UserWarning):
     """A mask file was imperfect (empty, not binary, overlapping) and was read anyway."""
-
-
-def _open_pixels(path: Path) -> np.ndarray:
-    """Decode an image file with Pillow into a numpy array, with errors that name the file."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such image file")
-    if path.stat().st_size == 0:
-        raise ValueError(f"{path}: the file is empty (0 bytes)")
-    if _is_16bit_colour_png(path):
-        return _decode_png_16bit(path)
-    if path.suffix.lower() in (".tif", ".tiff"):
-        return _read_tiff(path)
-    # Stitched mosaics and whole slides pass Pillow's guard against decompression bombs
-    # (about 179 megapixels), which would stop them with an error; the files are the user's
-    # own, so the guard is lifted while they are read.
-    guard, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
-    try:
-        with Image.open(path) as image:
-            image.load()
-            if image.mode == "P":
-                image = image.convert("RGBA" if "transparency" in image.info else "RGB")
-            elif image.mode == "1":
-                image = image.convert("L")
-            return np.asarray(image)
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
-        raise ValueError(f"{path}: cannot read the image ({error})") from error
-    finally:
-        Image.MAX_IMAGE_PIXELS = guard
-
-
-def _read_tiff(path: Path) -> np.ndarray:
-    # Pillow reads few TIFF flavours (not 16-bit colour, not most microscope files), so
-    # TIFFs go through tifffile, with their axes (see unet_tf.stacks). A stack or a file of
-    # several channels is refused here rather than cut down silently to its first plane.
-    from unet_tf import stacks
-
-    stack = stacks.read_stack(path)
-    if stack.is_stack:
-        raise ValueError(
-            f"{path}: a stack of {len(stack.planes)} planes (axes {stack.source_axes}, shape "
-            f"{stack.source_shape}) where one 2-D image was expected; choose a plane or the "
-            "maximum projection (predict --plane N or --max-projection)"
-        )
-    return stack.planes[0]
-
-
-def _is_16bit_colour_png(path: Path) -> bool:
-    # Pillow reduces 16-bit colour PNGs to 8 bits, so those are decoded by TensorFlow
-    # instead. The PNG header holds the bit depth at byte 24 and the colour type at 25.
-    with open(path, "rb") as handle:
-        header = handle.read(26)
-    return (
-        header[:8] == b"\x89PNG\r\n\x1a\n"
-        and len(header) == 26
-        and header[24] == 16
-        and header[25] in (2, 6)
-    )
-
-
-def _decode_png_16bit(path: Path) -> np.ndarray:
-    import tensorflow as tf
-
-    try:
-        return tf.io.decode_png(tf.io.read_file(str(path)), dtype=tf.uint16).numpy()
-    except tf.errors.OpError as error:
-        raise ValueError(f"{path}: cannot read the image ({error.message})") from error
-
-
-def value_range(pixels: np.ndarray, path: str | Path = "image") -> tuple[float, float]:
-    """The raw values that map to 0 and 1 when an image is read (see :func:`pixels_to_image`).
-
-    8-bit images span 0..255 and 16-bit ones 0..65535; float images already in [0, 1] are
-    kept, others are scaled by their own range. A block of a large image is converted with
-    the range of the whole image, so that all blocks are scaled alike.
-
-    Raises
-    ------
-    ValueError
-        If the values cannot be an image (negative or above 16-bit integers, NaN, an
-        unsupported type); the message names ``path``.
-    """
-    if pixels.dtype == np.uint8:
-        return 0.0, 255.0
-    if pixels.dtype == np.uint16 or (pixels.dtype.kind in "iu" and pixels.max(initial=0) > 255):
-        # Pillow returns 16-bit grayscale as uint16 or int32 ("I" mode) depending on the file.
-        if pixels.min(initial=0) < 0 or pixels.max(initial=0) > 65535:
-            raise ValueError(f"{path}: integer pixel values outside 0..65535")
-        return 0.0, 65535.0
-    if pixels.dtype.kind in "iu":
-        return 0.0, 255.0
-    if pixels.dtype == np.bool_:
-        return 0.0, 1.0
-    if pixels.dtype.kind == "f":
-        if not np.all(np.isfinite(pixels)):
-            raise ValueError(f"{path}: the image holds NaN or infinite values")
-        low, high = float(pixels.min()), float(pixels.max())
-        if low >= 0.0 and high <= 1.0:
-            return 0.0, 1.0
-        return low, max(high, low + 1e-12)
-    raise ValueError(f"{path}: unsupported pixel type {pixels.dtype}")
-
-
-def sample_stride(shape: tuple[int, ...], pixels: int) -> int:
-    """The step ``s`` such that every ``s``-th row and column of an image of ``shape`` is at
-    most ``pixels`` pixels: the regular subsample whole-image numbers are estimated on."""
-    return max(1, int(np.ceil(np.sqrt(shape[0] * shape[1] / pixels))))
-
-
-def _to_unit_range(
-    pixels: np.ndarray, path: Path, values: tuple[float, float] | None = None
-) -> np.ndarray:
-    low, high = values or value_range(pixels, path)
-    if (low, high) == (0.0, 1.0):
-        return pixels.astype(np.float32)
-    return ((pixels.astype(np.float32) - np.float32(low)) / np.float32(high - low)).clip(0, 1)
-
-
-def read_pixels(path: str | Path) -> np.ndarray:
-    """Decode an image file into its raw pixel values, in the file's own type and channels.
-
-    Raises
-    ------
-    FileNotFoundError
-        If the file does not exist.
-    ValueError
-        If the file is empty, truncated or not an image.
-    """
-    return _open_pixels(Path(path))
-
-
-def read_image(path: str | Path, channels: int = 3) -> np.ndarray:
-    """Read an image file as float32 in [0, 1] with shape ``(height, width, channels)``.
-
-    Parameters
-    ----------
-    path : str or Path
-        A PNG, JPEG or TIFF file: grayscale, grayscale + alpha, RGB, RGBA or palette,
-        8 or 16 bit.
-    channels : {1, 3}
-        Channels of the result. Grayscale is repeated to three channels; colour becomes
-        luminance for one channel. Alpha is always dropped.
-
-    Raises
-    ------
-    FileNotFoundError
-        If the file does not exist.
-    ValueError
-        If the file is empty, truncated or not an image, or ``channels`` is not 1 or 3.
-    """
-    if channels not in (1, 3):
-        raise ValueError(f"channels must be 1 or 3, got {channels!r}")
-    path = Path(path)
-    return pixels_to_image(_open_pixels(path), path, channels)
-
-
-def pixels_to_image(
-    pixels: np.ndarray,
-    path: str | Path = "image",
-    channels: int = 3,
-    values: tuple[float, float] | None = None,
-) -> np.ndarray:
-    """Float32 ``(height, width, channels)`` in [0, 1] from raw pixels, as :func:`read_image`.
-
-    ``path`` only names the source in error messages. ``values`` (see :func:`value_range`)
-    are the raw values mapped to 0 and 1, by default those of ``pixels`` themselves.
-    """
-    if channels not in (1, 3):
-        raise ValueError(f"channels must be 1 or 3, got {channels!r}")
-    image = _to_unit_range(pixels, path, values)
-    if image.ndim == 2:
-        image = image[..., None]
-    if image.ndim != 3 or image.shape[-1] not in (1, 2, 3, 4):
-        raise ValueError(f"{path}: unexpected image shape {pixels.shape}")
-    if image.shape[0] == 0 or image.shape[1] == 0:
-        raise ValueError(f"{path}: the image has no pixels (shape {pixels.shape})")
-    # Drop alpha: grayscale + alpha keeps one channel, RGBA keeps three.
-    image = image[..., :1] if image.shape[-1] in (1, 2) else image[..., :3]
-    if channels == 3 and image.shape[-1] == 1:
-        image = np.repeat(image, 3, axis=-1)
-    elif channels == 1 and image.shape[-1] == 3:
-        image = (image @ LUMA_WEIGHTS)[..., None]
-    return np.ascontiguousarray(image, dtype=np.float32)
 
 
 def image_file(sample_dir: str | Path) -> Path:
@@ -284,7 +100,7 @@ def read_mask(path: str | Path) -> np.ndarray:
     A mask with values other than 0 and its maximum gives a :class:`MaskWarning`.
     """
     path = Path(path)
-    pixels = _open_pixels(path)
+    pixels = open_pixels(path)
     if pixels.ndim == 3:
         # A colour mask counts a pixel as foreground when any colour channel is set.
         pixels = pixels[..., : min(pixels.shape[-1], 3)].max(axis=-1)

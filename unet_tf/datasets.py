@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from unet_tf import config, data
+from unet_tf import config, data, decoding
 
 IMAGE_SUFFIXES = (".png", ".tif", ".tiff", ".jpg", ".jpeg")
 MASK_FOLDERS = ("masks", "labels")
@@ -99,7 +99,7 @@ def read_folder_image(path: str | Path, window: Sequence[float] | None = None) -
 
     With ``window=(low, high)`` the raw values (Hounsfield units of a CT slice, say) are
     clipped to the window and scaled to [0, 1]; without it the file is read as
-    :func:`unet_tf.data.read_image` reads it.
+    :func:`unet_tf.decoding.read_image` reads it.
 
     Raises
     ------
@@ -108,14 +108,14 @@ def read_folder_image(path: str | Path, window: Sequence[float] | None = None) -
         window is empty.
     """
     path = Path(path)
-    pixels = data.read_pixels(path)
+    pixels = decoding.read_pixels(path)
     if window is None:
         if pixels.dtype.kind == "i" and pixels.min(initial=0) < 0:
             raise ValueError(
                 f"{path}: signed pixel values (down to {int(pixels.min())}), as in CT; give an "
                 "intensity window, e.g. window_min=-1000 and window_max=400"
             )
-        return data.pixels_to_image(pixels, path, channels=3)
+        return decoding.pixels_to_image(pixels, path, channels=3)
     return apply_window(pixels, window, path)
 
 
@@ -174,7 +174,7 @@ def read_folder_labels(path: str | Path, task: str, shape: Sequence[int]) -> np.
     if task not in TASKS:
         raise ValueError(f"unknown task {task!r}; choose one of {TASKS}")
     path = Path(path)
-    pixels = data.read_pixels(path)
+    pixels = decoding.read_pixels(path)
     if pixels.ndim == 3:
         if pixels.shape[-1] in (3, 4) and np.all(pixels[..., :3] == pixels[..., :1]):
             pixels = pixels[..., 0]  # Gray saved as RGB(A).

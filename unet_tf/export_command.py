@@ -9,7 +9,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from unet_tf import config, data, files
+from unet_tf import config, decoding, files
 from unet_tf.export import (
     FORMATS,
     PACKAGE,
@@ -121,7 +121,9 @@ def _package(args: argparse.Namespace) -> int:
 
     try:
         image = (
-            data.read_image(args.test_image) if args.test_image else modelzoo.default_test_image()
+            decoding.read_image(args.test_image)
+            if args.test_image
+            else modelzoo.default_test_image()
         )
         paths = modelzoo.export_package(
             args.model, args.output, image=image, overwrite=args.overwrite

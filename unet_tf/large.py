@@ -75,12 +75,12 @@ def normalisation_stats(net, pixels: np.ndarray, convert) -> np.ndarray | None:
     with ``s`` chosen so that at most ``2**18`` pixels are seen; converting only those pixels
     and computing the statistics on them gives exactly the whole image's numbers.
     """
-    from unet_tf import appearance, data
+    from unet_tf import appearance, decoding
     from unet_tf.model import model_channels
 
     if model_channels(net) != 1:
         return None
-    stride = data.sample_stride(pixels.shape, appearance._SAMPLE_PIXELS)
+    stride = decoding.sample_stride(pixels.shape, appearance._SAMPLE_PIXELS)
     return appearance.statistics(convert(pixels[::stride, ::stride])).numpy()
 
 

@@ -45,7 +45,7 @@ def get_model(
     Parameters
     ----------
     input_channels : int
-        Channels of the input images (3 for the RGB arrays of :func:`unet_tf.data.read_image`).
+        Channels of the input images (3 for the RGB arrays of :func:`unet_tf.decoding.read_image`).
     num_classes : int
         Output channels, one per target map (1 for a binary nucleus mask).
     depth : int

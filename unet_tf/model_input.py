@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from unet_tf import data
+from unet_tf import decoding
 
 
 def to_model_input(
@@ -34,11 +34,11 @@ def to_model_input(
 
         return datasets.apply_window(pixels, window, path)
     if conversion is None:
-        values = data.value_range(pixels, path)
-        image = data.pixels_to_image(pixels, path, channels=3, values=values)
+        values = decoding.value_range(pixels, path)
+        image = decoding.pixels_to_image(pixels, path, channels=3, values=values)
         top = _white_point(image, pixels.dtype)
     else:
-        image = data.pixels_to_image(pixels, path, channels=3, values=conversion["values"])
+        image = decoding.pixels_to_image(pixels, path, channels=3, values=conversion["values"])
         top = conversion["top"]
     return np.clip(image / top, 0.0, 1.0) if top is not None else image
 
@@ -57,9 +57,9 @@ def input_conversion(pixels: np.ndarray, path: Path, sample_pixels: int) -> dict
     value range, and the value put at 1 (estimated on a regular subsample of at most
     ``sample_pixels`` pixels).
     """
-    values = data.value_range(pixels, path)
-    stride = data.sample_stride(pixels.shape, sample_pixels)
-    sample = data.pixels_to_image(pixels[::stride, ::stride], path, channels=3, values=values)
+    values = decoding.value_range(pixels, path)
+    stride = decoding.sample_stride(pixels.shape, sample_pixels)
+    sample = decoding.pixels_to_image(pixels[::stride, ::stride], path, channels=3, values=values)
     return {"values": values, "top": _white_point(sample, pixels.dtype)}
 
 

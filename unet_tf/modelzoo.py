@@ -488,7 +488,7 @@ def test_package(path: str | Path) -> dict:
 
 def default_test_image() -> np.ndarray | None:
     """The first validation image with both sides at least 256 pixels, or None without data."""
-    from unet_tf import data
+    from unet_tf import data, decoding
 
     try:
         ids = data.load_ids(config.VALIDATION_IDS)
@@ -497,7 +497,7 @@ def default_test_image() -> np.ndarray | None:
     for image_id in ids:
         path = Path(config.TRAIN_DIR) / image_id / "images" / f"{image_id}.png"
         if path.is_file():
-            image = data.read_image(path)
+            image = decoding.read_image(path)
             if min(image.shape[:2]) >= 256:
                 return image
     return None

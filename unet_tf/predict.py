@@ -68,7 +68,7 @@ class PredictOptions:
         ``"tif"`` or ``"png"`` for the label images.
     channel, plane, max_projection :
         Which channel, and which plane of a stack (or its maximum projection), is segmented
-        (see :func:`unet_tf.stacks.read_stack`).
+        (see :func:`unet_tf.decoding.read_stack`).
     extras : tuple of str
         Outlines written too: ``"rois"`` (ImageJ ROIs), ``"geojson"`` (QuPath).
     block_size : int, optional
@@ -381,12 +381,14 @@ def _segment_file(
 
 def _write_outputs(output_dir, names, stack, results, options) -> list[Path]:
     """Write an image's label image, overlays and outlines; returns the files written."""
-    from unet_tf import outlines, stacks
+    from unet_tf import decoding, outlines
 
     labels_path = output_dir / names["labels"]
     written = [labels_path]
     if stack.is_stack:
-        stacks.write_label_stack(labels_path, [r.labels for r in results], stack.axes, stack.shape)
+        decoding.write_label_stack(
+            labels_path, [r.labels for r in results], stack.axes, stack.shape
+        )
         stem = names["overlay"].removesuffix(".png")
         for index, result in enumerate(results):
             written.append(output_dir / f"{stem}_p{index:03d}.png")
@@ -450,7 +452,7 @@ def predict_images(
     """
     from tqdm.auto import tqdm
 
-    from unet_tf import stacks
+    from unet_tf import decoding
 
     names = output_names(paths, options.label_format, options.extras)
     keys = {path: names[path]["overlay"].removesuffix("_overlay.png") for path in paths}
@@ -461,7 +463,7 @@ def predict_images(
         with tqdm(todo, desc="images", unit="image", disable=not progress, file=sys.stderr) as bar:
             for path in bar:
                 try:
-                    stack = stacks.read_stack(
+                    stack = decoding.read_stack(
                         path, options.channel, options.plane, options.max_projection
                     )
                     if stack.is_stack and options.label_format != "tif":

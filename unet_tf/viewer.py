@@ -181,7 +181,7 @@ def from_source(
     Only the first ``max_images`` images are offered (0: all); the network runs on an image
     when it is first shown.
     """
-    from unet_tf import config, data, evaluation, model_input, predict
+    from unet_tf import config, data, decoding, evaluation, model_input, predict
 
     limit = max_images or None
     if source == "validation":
@@ -192,7 +192,7 @@ def from_source(
     else:
         paths = predict.find_images([source])[:limit]
         samples = [
-            (path.name, model_input.to_model_input(data.read_pixels(path), path), None)
+            (path.name, model_input.to_model_input(decoding.read_pixels(path), path), None)
             for path in paths
         ]
     return from_samples(samples, model_path)
