@@ -46,9 +46,10 @@ test: setup ## Run the whole test suite (synthetic data; checks of the real data
 test-fast: setup ## The tests without the slow ones (no training, notebooks or exports): the loop while coding.
 	$(PYTHON) -m pytest -m "not slow"
 
-lint: setup ## Check code style with ruff.
+lint: setup ## Check code style with ruff, and the layers of unet_tf with import-linter.
 	$(PYTHON) -m ruff check .
 	$(PYTHON) -m ruff format --check .
+	$(VENV)/bin/lint-imports
 
 format: setup ## Reformat the code with ruff.
 	$(PYTHON) -m ruff format .
