@@ -49,7 +49,10 @@ def _handle(signal_number, frame) -> None:
 @contextlib.contextmanager
 def stop_on_signals() -> Iterator[None]:
     """Within the block, SIGINT and SIGTERM raise :class:`Stopped`; the handlers before it
-    are restored after. Only the main thread can set handlers: elsewhere this does nothing."""
+    are restored after. Only the main thread can set handlers: elsewhere this does nothing.
+
+    SIGINT is caught even where the shell started the command with it ignored (a job put in
+    the background with ``&``), so that ``kill -INT`` stops such a run cleanly too."""
     global _pending
     try:
         previous = {number: signal.signal(number, _handle) for number in SIGNALS}
